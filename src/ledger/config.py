@@ -1,0 +1,43 @@
+"""Configuration from environment variables, resolved once per process.
+
+Every command (``serve``, ``migrate``, ``keys``) reads the same settings so that
+they all reach the same database, embedded or not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None
+    data_dir: Path
+    host: str
+    port: int
+    pool_size: int
+    max_body_bytes: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ) if env is None else env
+        return cls(
+            database_url=env.get("LEDGER_DATABASE_URL") or None,
+            data_dir=Path(env.get("LEDGER_DATA_DIR", "./.ledger")).resolve(),
+            host=env.get("LEDGER_HOST", "127.0.0.1"),
+            port=_int(env, "LEDGER_PORT", 8000),
+            pool_size=_int(env, "LEDGER_DB_POOL_SIZE", 16),
+            max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024),
+        )
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None

