@@ -15,10 +15,15 @@ class LedgerError(Exception):
     slug: str = "bad-request"
     title: str = "Bad request"
 
-    def __init__(self, detail: str, *, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, detail: str, *, field: str | None = None, in_body: bool = True, **extra: Any
+    ) -> None:
+        """``field`` names the culprit; ``in_body`` says whether it is a body field
+        (rendered also as a JSON Pointer) or a parameter or header."""
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.in_body = in_body
         self.extra = extra
 
 
@@ -32,6 +37,12 @@ class PayloadTooLarge(LedgerError):
     status = 413
     slug = "payload-too-large"
     title = "The request is larger than allowed"
+
+
+class UnsupportedMediaType(LedgerError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "The body's media type is not accepted"
 
 
 class NotFound(LedgerError):

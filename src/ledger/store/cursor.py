@@ -49,4 +49,26 @@ def _bad(field: str) -> InvalidInput:
         f"{field} is not a cursor this ledger issued; use a cursor from an earlier response "
         "or omit it to start from the beginning",
         field=field,
+        in_body=False,
     )
+
+
+_VERSION_PREFIX: Final = "v1"
+
+
+def encode_version_cursor(version: int) -> str:
+    """A place in one stream: after ``version``."""
+    return _VERSION_PREFIX + base64.urlsafe_b64encode(version.to_bytes(8, "big")).rstrip(b"=").decode()
+
+
+def decode_version_cursor(token: str, *, field: str = "cursor") -> int:
+    if not token.startswith(_VERSION_PREFIX):
+        raise _bad(field)
+    body = token[len(_VERSION_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise _bad(field) from None
+    if len(raw) != 8:
+        raise _bad(field)
+    return int.from_bytes(raw, "big")

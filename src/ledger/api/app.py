@@ -1,0 +1,71 @@
+"""The Litestar application: routes, auth, problem details, the connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, get
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+
+from ledger.api import problems
+from ledger.api.auth import principal
+from ledger.api.events import ROUTES as EVENT_ROUTES
+from ledger.api.health import health
+from ledger.api.openapi import build_document
+from ledger.errors import LedgerError
+from ledger.store.database import create_pool
+from ledger.store.migrate import upgrade
+
+API_VERSION = "1.0.0"
+
+
+@get("/v1/openapi.json", include_in_schema=False, media_type="application/vnd.oai.openapi+json")
+async def openapi_document(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    return Response(build_document(request.app))
+
+
+def create_app(
+    database_url: str,
+    *,
+    migrate: bool = True,
+    pool_size: int = 16,
+    max_body_bytes: int = 16 * 1024 * 1024,
+) -> Litestar:
+    """An app serving ``database_url``; migrations run at startup unless told not to."""
+
+    @asynccontextmanager
+    async def database(app: Litestar) -> AsyncIterator[None]:
+        if migrate:
+            await asyncio.to_thread(upgrade, database_url)
+        app.state.pool = await create_pool(database_url, size=pool_size)
+        try:
+            yield
+        finally:
+            await app.state.pool.close()
+
+    return Litestar(
+        route_handlers=[*EVENT_ROUTES, health, openapi_document],
+        dependencies={"principal": Provide(principal)},
+        exception_handlers={
+            LedgerError: problems.ledger_error,
+            ValidationException: problems.validation_error,
+            HTTPException: problems.http_error,
+            **{cls: problems.database_unavailable for cls in problems.UNAVAILABLE},
+            Exception: problems.unexpected_error,
+        },
+        lifespan=[database],
+        request_max_body_size=max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="ledger",
+            version=API_VERSION,
+            description="An event-sourced networking ledger. Errors are RFC 9457 problem details.",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+    )

@@ -1,0 +1,37 @@
+"""Bearer API keys: which tenant a request acts for, and whether it may."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from ledger.api.state import pool_of
+from ledger.errors import Forbidden, Unauthorized
+from ledger.tenants.keys import Principal, authenticate
+
+
+async def principal(request: Request[Any, Any, Any]) -> Principal:
+    """Resolve the key, then check the scope the route declares in ``opt``."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized(
+            "send an API key as `Authorization: Bearer <key>`; `ledger keys create --tenant NAME` "
+            "makes one",
+            field="Authorization",
+            in_body=False,
+        )
+    async with pool_of(request).acquire() as conn:
+        found = await authenticate(conn, key.strip())
+    if found is None:
+        raise Unauthorized(
+            "this API key is unknown or revoked", field="Authorization", in_body=False
+        )
+    needed: str | None = request.route_handler.opt.get("scope")
+    if needed is not None and needed not in found.scopes:
+        raise Forbidden(
+            f"this key's scopes are {', '.join(sorted(found.scopes))}; this needs {needed!r}",
+            required_scope=needed,
+        )
+    return found

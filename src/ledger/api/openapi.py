@@ -1,0 +1,84 @@
+"""The OpenAPI 3.1 document: Litestar's, completed with what it cannot see.
+
+``POST /v1/events`` decodes its body itself (one msgspec pass that reports the
+exact failing field), so Litestar does not know the body's type. The schema of
+that body comes from msgspec, the same types that decode it; errors are
+documented once, as problem details, on every operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+from litestar import Litestar
+
+from ledger.api.problems import PROBLEM_JSON, ProblemDetails
+from ledger.events.envelope import EventBatch
+
+_REF: Final = "#/components/schemas/{name}"
+_METHODS: Final = ("get", "post", "put", "patch", "delete")
+
+
+def build_document(app: Litestar) -> dict[str, Any]:
+    document = app.openapi_schema.to_schema()
+    (batch, problem), components = msgspec.json.schema_components(
+        [EventBatch, ProblemDetails], ref_template=_REF
+    )
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(components)
+    document["components"]["securitySchemes"] = {
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from `ledger keys create --tenant NAME`.",
+        }
+    }
+    bodies = {"EventBatch": batch}
+    for path, item in document.get("paths", {}).items():
+        for method in _METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            handler_opt = _opt_of(app, path, method)
+            if "scope" in handler_opt:
+                operation["security"] = [{"apiKey": []}]
+                operation.setdefault("description", "")
+                operation["description"] = (
+                    operation["description"] + f"\n\nNeeds scope `{handler_opt['scope']}`."
+                ).strip()
+            body_name = handler_opt.get("request_body")
+            if body_name is not None:
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": bodies[body_name]}},
+                }
+                created = operation["responses"].get("201")
+                if created is not None:
+                    operation["responses"]["200"] = {
+                        **created,
+                        "description": "Every event was already stored: a retry, same positions.",
+                    }
+            responses = operation.setdefault("responses", {})
+            responses.pop("400", None)
+            responses["default"] = {
+                "description": "An error, as RFC 9457 problem details naming the field at fault.",
+                "content": {PROBLEM_JSON: {"schema": problem}},
+            }
+    return document
+
+
+def _opt_of(app: Litestar, path: str, method: str) -> dict[str, Any]:
+    for route in app.routes:
+        if route.path_format != path:
+            continue
+        for handler in getattr(route, "route_handlers", []):
+            if method.upper() in getattr(handler, "http_methods", ()):
+                opt: dict[str, Any] = handler.opt
+                return opt
+    return {}
+
+
+def render(app: Litestar) -> bytes:
+    """The committed form: stable key order, two-space indents, final newline."""
+    return msgspec.json.format(msgspec.json.encode(build_document(app), order="sorted"), indent=2) + b"\n"

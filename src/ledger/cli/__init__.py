@@ -1,0 +1,179 @@
+"""The ``ledger`` command line: serve, migrate, keys.
+
+Every command finds its database the same way as ``serve`` (see
+:mod:`ledger.store.database`), so ``ledger keys create`` works on the same data
+whether or not the server is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from ledger.config import Settings
+from ledger.errors import LedgerError
+from ledger.store.database import Connection, connect, resolve_url
+from ledger.store.migrate import upgrade
+from ledger.tenants.keys import SCOPES, create_key, list_keys, revoke_key
+
+T = TypeVar("T")
+
+_DATABASE_HELP = (
+    "Database: LEDGER_DATABASE_URL if set, else an embedded PostgreSQL with its data in "
+    "LEDGER_DATA_DIR (default ./.ledger)."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    settings = Settings.from_env()
+    try:
+        code: int = args.run(args, settings)
+    except LedgerError as exc:
+        print(f"ledger: {exc.detail}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ledger",
+        description="An event-sourced networking ledger. " + _DATABASE_HELP,
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API (applies migrations first)",
+        description="Run the HTTP API. Applies migrations on start. " + _DATABASE_HELP,
+    )
+    serve.add_argument("--host", help="interface to listen on (default: LEDGER_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: LEDGER_PORT or 8000)")
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply database migrations",
+        description="Bring the database schema to the latest migration. " + _DATABASE_HELP,
+    )
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.set_defaults(run=_migrate)
+
+    keys = commands.add_parser(
+        "keys", help="create, list and revoke API keys", description="Manage API keys."
+    )
+    key_commands = keys.add_subparsers(title="key commands", metavar="KEY_COMMAND")
+    keys.set_defaults(run=lambda args, settings: _usage(keys))
+
+    create = key_commands.add_parser(
+        "create",
+        help="create a key (and its tenant if new); prints the key alone on the last line",
+        description=(
+            "Create an API key for a tenant, creating the tenant if needed. The key is shown "
+            "once, alone on the last line of output; only its hash is stored."
+        ),
+    )
+    create.add_argument("--tenant", required=True, help="tenant name, e.g. acme")
+    create.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        choices=SCOPES,
+        help="a scope to grant; repeat for several (default: all scopes)",
+    )
+    create.set_defaults(run=_keys_create)
+
+    listing = key_commands.add_parser(
+        "list", help="list keys (ids, scopes, state)", description="List API keys; never the keys."
+    )
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    listing.set_defaults(run=_keys_list)
+
+    revoke = key_commands.add_parser(
+        "revoke",
+        help="revoke a key by its id",
+        description="Revoke a key: requests with it answer 401 from now on.",
+    )
+    revoke.add_argument("key_id", help="the key id shown by `ledger keys list`")
+    revoke.set_defaults(run=_keys_revoke)
+    return parser
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _url(settings: Settings) -> str:
+    return resolve_url(settings.database_url, settings.data_dir)
+
+
+def _with_connection(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
+    url = _url(settings)
+    upgrade(url)
+
+    async def run() -> T:
+        conn = await connect(url)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from ledger.api.app import create_app
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    where = settings.database_url and "LEDGER_DATABASE_URL" or f"embedded, data in {settings.data_dir}"
+    url = _url(settings)
+    print(f"ledger: database: {where}", file=sys.stderr)
+    print(f"ledger: serving http://{host}:{port}  (health: /health, API: /v1)", file=sys.stderr)
+    app = create_app(url, pool_size=settings.pool_size, max_body_bytes=settings.max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    upgrade(_url(settings), args.revision)
+    print(f"ledger: database migrated to {args.revision}")
+    return 0
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    key_id, key = _with_connection(settings, lambda conn: create_key(conn, args.tenant, args.scope))
+    scopes = ", ".join(sorted(set(args.scope)) or SCOPES)
+    print(f"created key {key_id} for tenant {args.tenant} with scopes: {scopes}")
+    print("store it now; it is not shown again:")
+    print(key)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    keys = _with_connection(settings, lambda conn: list_keys(conn, args.tenant))
+    if not keys:
+        print("no keys; create one with `ledger keys create --tenant NAME`")
+        return 0
+    print(f"{'KEY ID':<14} {'TENANT':<20} {'STATE':<8} {'CREATED':<20} SCOPES")
+    for key in keys:
+        state = "revoked" if key.revoked_at else "active"
+        created = key.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{key.key_id:<14} {key.tenant:<20} {state:<8} {created:<20} {' '.join(key.scopes)}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    _with_connection(settings, lambda conn: revoke_key(conn, args.key_id))
+    print(f"revoked key {args.key_id}")
+    return 0

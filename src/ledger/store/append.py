@@ -1,0 +1,215 @@
+"""Appending a batch of events: atomic, idempotent, versioned, lifecycle-checked.
+
+One transaction per batch. Correctness under concurrency rests on the
+database's unique constraints, not on locks held by this process:
+
+- ``(tenant_id, id)``: a retried event is found and compared, never duplicated;
+- ``(tenant_id, stream, version)``: two writers that read the same stream
+  version cannot both append after it. The loser's transaction is retried from
+  the start, and the retry sees the winner's event: it then either fits
+  (another version), is refused by its ``expected_version`` (409 with the
+  actual version), or is refused by the stream's lifecycle (409).
+
+Appends to different streams of one tenant never wait for each other; see
+:mod:`ledger.store.read` for how readers still never miss an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from typing import Any, Final
+
+import asyncpg
+import msgspec
+
+from ledger.errors import IdConflict, LifecycleConflict, VersionConflict
+from ledger.events.envelope import NewEvent, same_content
+from ledger.events.lifecycle import has_lifecycle, refusal
+from ledger.events.vocabulary import EVENT_TYPES, EventData
+from ledger.store.cursor import Cursor
+from ledger.store.database import Connection
+
+MAX_ATTEMPTS: Final = 8
+
+
+class Appended(msgspec.Struct, frozen=True):
+    id: uuid.UUID
+    stream: str
+    version: int
+    position: int
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    events: list[Appended]
+    cursor: str
+
+
+class _Stored(msgspec.Struct, frozen=True):
+    stream: str
+    version: int
+    position: int
+    tx_id: int
+
+
+_FIND_BY_IDS: Final = """
+SELECT id, type, stream, version, position, tx_id::text::bigint AS tx_id,
+       occurred_at, data, metadata
+FROM events
+WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+"""
+
+# Lifecycle streams come back whole (they are short: a favor has a handful of
+# events); other streams only with their current version.
+_STREAM_STATE: Final = """
+SELECT stream, version, type, data
+FROM events
+WHERE tenant_id = $1 AND stream = ANY($2::text[])
+UNION ALL
+SELECT s.stream,
+       (SELECT max(e.version) FROM events e WHERE e.tenant_id = $1 AND e.stream = s.stream),
+       NULL, NULL
+FROM unnest($3::text[]) AS s(stream)
+ORDER BY 1, 2
+"""
+
+_INSERT: Final = """
+INSERT INTO events (tenant_id, id, stream, version, type, occurred_at, data, metadata, people)
+SELECT $1, e.id, e.stream, e.version, e.type, e.occurred_at, e.data, e.metadata, e.people
+FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
+            $7::jsonb[], $8::jsonb[], $9::jsonb[])
+     WITH ORDINALITY AS e(id, stream, version, type, occurred_at, data, metadata, people, n)
+ORDER BY e.n
+RETURNING id, position, tx_id::text::bigint AS tx_id
+"""
+
+
+async def append(
+    conn: Connection, tenant_id: int, events: list[NewEvent]
+) -> tuple[AppendResult, bool]:
+    """Append ``events`` atomically; the flag is False when all were already stored."""
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            async with conn.transaction():
+                return await _append_once(conn, tenant_id, events)
+        except asyncpg.UniqueViolationError:
+            # A concurrent writer won a stream version or stored one of these ids
+            # first; start again and see what it wrote.
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+    raise VersionConflict(
+        f"the batch kept colliding with concurrent appends to the same streams "
+        f"({MAX_ATTEMPTS} attempts); retry it, with expected_version if you need ordering",
+    )
+
+
+async def _append_once(
+    conn: Connection, tenant_id: int, events: list[NewEvent]
+) -> tuple[AppendResult, bool]:
+    stored = await _already_stored(conn, tenant_id, events)
+    fresh = [event for event in events if event.id not in stored]
+    if fresh:
+        stored.update(await _insert_fresh(conn, tenant_id, fresh))
+    placed = [stored[event.id] for event in events]
+    last = max(Cursor(s.tx_id, s.position) for s in placed)
+    appended = [
+        Appended(e.id, s.stream, s.version, s.position) for e, s in zip(events, placed, strict=True)
+    ]
+    return AppendResult(events=appended, cursor=last.encode()), bool(fresh)
+
+
+async def _already_stored(
+    conn: Connection, tenant_id: int, events: list[NewEvent]
+) -> dict[uuid.UUID, _Stored]:
+    """Events of this batch stored by an earlier request; each must be identical."""
+    given = [event.id for event in events if event.id_given]
+    if not given:
+        return {}
+    rows = await conn.fetch(_FIND_BY_IDS, tenant_id, given)
+    if not rows:
+        return {}
+    by_id = {row["id"]: row for row in rows}
+    stored: dict[uuid.UUID, _Stored] = {}
+    for event in events:
+        row = by_id.get(event.id)
+        if row is None:
+            continue
+        if not same_content(event, row["type"], row["occurred_at"], row["data"], row["metadata"]):
+            raise IdConflict(
+                f"event {event.id} is already stored with other content (at {row['stream']} "
+                f"version {row['version']}); a retry must resend the same event, a new event "
+                "needs a new id",
+                field=f"events[{event.index}].id",
+            )
+        stored[event.id] = _Stored(row["stream"], row["version"], row["position"], row["tx_id"])
+    return stored
+
+
+async def _insert_fresh(
+    conn: Connection, tenant_id: int, fresh: list[NewEvent]
+) -> dict[uuid.UUID, _Stored]:
+    versions, histories = await _stream_state(conn, tenant_id, fresh)
+    assigned: list[int] = []
+    for event in fresh:
+        current = versions.get(event.stream, 0)
+        if event.expected_version is not None and event.expected_version != current:
+            raise VersionConflict(
+                f"stream {event.stream!r} is at version {current}, not at the expected "
+                f"version {event.expected_version}; read the stream and decide again",
+                field=f"events[{event.index}].expected_version",
+                stream=event.stream,
+                expected_version=event.expected_version,
+                actual_version=current,
+            )
+        history = histories.get(event.stream)
+        if history is not None:
+            refused = refusal(history, event.data)
+            if refused is not None:
+                raise LifecycleConflict(
+                    refused.message,
+                    field=f"events[{event.index}].{refused.field}",
+                    stream=event.stream,
+                )
+            history.append(event.data)
+        versions[event.stream] = current + 1
+        assigned.append(current + 1)
+    rows = await conn.fetch(
+        _INSERT,
+        tenant_id,
+        [e.id for e in fresh],
+        [e.stream for e in fresh],
+        assigned,
+        [e.type for e in fresh],
+        [e.occurred_at for e in fresh],
+        [e.data_json for e in fresh],
+        [e.metadata_json for e in fresh],
+        [e.people_json for e in fresh],
+    )
+    placed = {row["id"]: (row["position"], row["tx_id"]) for row in rows}
+    return {
+        e.id: _Stored(e.stream, version, *placed[e.id])
+        for e, version in zip(fresh, assigned, strict=True)
+    }
+
+
+async def _stream_state(
+    conn: Connection, tenant_id: int, fresh: list[NewEvent]
+) -> tuple[dict[str, int], dict[str, list[EventData]]]:
+    """Current version of every stream the batch touches, and the histories
+    of those with a lifecycle."""
+    streams = {event.stream for event in fresh}
+    with_lifecycle = sorted(s for s in streams if has_lifecycle(s))
+    without = sorted(s for s in streams if not has_lifecycle(s))
+    versions: dict[str, int] = {}
+    histories: dict[str, list[EventData]] = {s: [] for s in with_lifecycle}
+    for row in await conn.fetch(_STREAM_STATE, tenant_id, with_lifecycle, without):
+        if row["version"] is None:
+            continue
+        versions[row["stream"]] = row["version"]
+        if row["type"] is not None:
+            histories[row["stream"]].append(_as_event_data(row["type"], row["data"]))
+    return versions, histories
+
+
+def _as_event_data(type_name: str, data: Any) -> EventData:
+    return msgspec.convert(data, EVENT_TYPES[type_name])
