@@ -6,7 +6,8 @@ import uuid
 from typing import Annotated, Any, Final
 
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
 
 from ledger.api.state import pool_of
 from ledger.errors import InvalidInput, NotFound, UnsupportedMediaType
@@ -19,11 +20,11 @@ from ledger.tenants.keys import Principal
 
 JSON_TYPES: Final = ("application/json", "")
 Limit = Annotated[
-    int, Parameter(ge=1, le=1000, description="Items per page (default 100, at most 1000).")
+    int, QueryParameter(ge=1, le=1000, description="Items per page (default 100, at most 1000).")
 ]
 PageCursor = Annotated[
     str | None,
-    Parameter(description="Resume after this cursor (from `next_cursor` or an item's `cursor`)."),
+    QueryParameter(description="Resume after this cursor (from `next_cursor` or an item's `cursor`)."),
 ]
 
 
@@ -38,7 +39,7 @@ PageCursor = Annotated[
     ),
     status_code=201,
 )
-async def append_events(request: Request[Any, Any, Any], principal: Principal) -> Response[AppendResult]:
+async def append_events(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Response[AppendResult]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise UnsupportedMediaType(
@@ -63,14 +64,14 @@ async def append_events(request: Request[Any, Any, Any], principal: Principal) -
 )
 async def list_events(
     request: Request[Any, Any, Any],
-    principal: Principal,
+    principal: NamedDependency[Principal],
     cursor: PageCursor = None,
     limit: Limit = 100,
     types: Annotated[
-        list[str] | None, Parameter(query="type", description="Only these event types.")
+        list[str] | None, QueryParameter(name="type", description="Only these event types.")
     ] = None,
     person: Annotated[
-        str | None, Parameter(description="Only events that involve this person.")
+        str | None, QueryParameter(description="Only events that involve this person.")
     ] = None,
 ) -> EventPage:
     for i, name in enumerate(types or []):
@@ -96,14 +97,14 @@ async def list_events(
         "but held back until older transactions anywhere in the database finish."
     ),
 )
-async def log_horizon(request: Request[Any, Any, Any], principal: Principal) -> Horizon:
+async def log_horizon(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Horizon:
     async with pool_of(request).acquire() as conn:
         return await horizon(conn, principal.tenant_id)
 
 
 @get("/v1/events/{event_id:uuid}", opt={"scope": "events:read"}, summary="One event by id")
 async def get_one_event(
-    request: Request[Any, Any, Any], principal: Principal, event_id: uuid.UUID
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], event_id: FromPath[uuid.UUID]
 ) -> Envelope:
     async with pool_of(request).acquire() as conn:
         found = await get_event(conn, principal.tenant_id, event_id)
@@ -119,8 +120,8 @@ async def get_one_event(
 )
 async def list_stream_events(
     request: Request[Any, Any, Any],
-    principal: Principal,
-    stream: str,
+    principal: NamedDependency[Principal],
+    stream: FromPath[str],
     cursor: PageCursor = None,
     limit: Limit = 100,
 ) -> EventPage:

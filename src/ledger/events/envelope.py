@@ -122,7 +122,8 @@ def split_error(text: str) -> tuple[str, str | None]:
     matched = _AT.match(text)
     assert matched is not None
     message, path = matched["message"], matched["path"]
-    field = path.lstrip(".") if path is not None else None
+    # msgspec names a dict's values `[...]`: the dict itself is the culprit.
+    field = path.lstrip(".").split("[...]")[0] if path is not None else None
     named = _NAMED_FIELD.search(message)
     if named is not None:
         field = f"{field}.{named['name']}" if field else named["name"]
@@ -203,6 +204,6 @@ def same_content(new: NewEvent, stored_type: str, occurred_at: datetime, data: A
     return (
         new.type == stored_type
         and new.occurred_at == occurred_at
-        and msgspec.to_builtins(new.data) == data
+        and msgspec.convert(data, type(new.data)) == new.data
         and new.metadata == metadata
     )
