@@ -14,6 +14,7 @@ other's events.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -108,7 +109,10 @@ async def database_url(server_url: str, template_database: str) -> AsyncIterator
 async def pool(database_url: str) -> AsyncIterator[Pool]:
     created = await create_pool(database_url, size=40)
     yield created
-    await created.close()
+    try:
+        await asyncio.wait_for(created.close(), timeout=10)
+    except TimeoutError:
+        created.terminate()
 
 
 @pytest.fixture

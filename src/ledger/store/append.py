@@ -10,6 +10,8 @@ database's unique constraints, not on locks held by this process:
   (another version), is refused by its ``expected_version`` (409 with the
   actual version), or is refused by the stream's lifecycle (409).
 
+A transaction-scoped advisory lock per stream makes writers of one stream
+take turns, so under contention they queue instead of failing and retrying.
 Appends to different streams of one tenant never wait for each other; see
 :mod:`ledger.store.read` for how readers still never miss an event.
 """
@@ -52,6 +54,16 @@ class _Stored(msgspec.Struct, frozen=True):
     position: int
     tx_id: int
 
+
+# Writers to one stream queue here instead of racing for its next version; the
+# unique constraint stays the proof, the lock only spares them failed attempts.
+# Streams are locked in sorted order, so two batches never wait on each other
+# in a cycle. Taken in its own statement: a statement's snapshot predates its
+# lock waits, so the reads that follow must be later statements.
+_LOCK_STREAMS: Final = """
+SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || s.stream, 0))
+FROM unnest($2::text[]) AS s(stream)
+"""
 
 _FIND_BY_IDS: Final = """
 SELECT id, type, stream, version, position, tx_id::text::bigint AS tx_id,
@@ -106,6 +118,7 @@ async def append(
 async def _append_once(
     conn: Connection, tenant_id: int, events: list[NewEvent]
 ) -> tuple[AppendResult, bool]:
+    await conn.execute(_LOCK_STREAMS, str(tenant_id), sorted({e.stream for e in events}))
     stored = await _already_stored(conn, tenant_id, events)
     fresh = [event for event in events if event.id not in stored]
     if fresh:
