@@ -31,7 +31,10 @@ def story() -> list[dict[str, Any]]:
     offered, requested = (f"i-{uuid.uuid4().hex[:8]}" for _ in range(2))
     meeting = f"m-{uuid.uuid4().hex[:8]}"
     return [
-        event("person.registered", {"person": "ana", "display_name": "Ana", "email": "ana@example.org"}),
+        event(
+            "person.registered",
+            {"person": "ana", "display_name": "Ana", "email": "ana@example.org"},
+        ),
         event(
             "meeting.held",
             {
@@ -52,7 +55,13 @@ def story() -> list[dict[str, Any]]:
         ),
         event(
             "favor.granted",
-            {"favor_id": favor, "giver": "ben", "receiver": "ana", "kind": "introduction", "weight": 3},
+            {
+                "favor_id": favor,
+                "giver": "ben",
+                "receiver": "ana",
+                "kind": "introduction",
+                "weight": 3,
+            },
             at=4,
         ),
         event(
@@ -87,7 +96,12 @@ def story() -> list[dict[str, Any]]:
         ),
         event(
             "introduction.requested",
-            {"introduction_id": requested, "requester": "ana", "introducer": "ben", "target": "dev"},
+            {
+                "introduction_id": requested,
+                "requester": "ana",
+                "introducer": "ben",
+                "target": "dev",
+            },
             at=13,
         ),
         event(

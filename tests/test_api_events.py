@@ -32,7 +32,8 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert body["type"].startswith("urn:ledger:problem:")
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     if field is not None:
         assert body.get("field") == field, body
     return body
@@ -48,7 +49,8 @@ async def test_every_event_type_is_appended_and_read_back_three_ways(
     appended = body["events"]
     assert [a["id"] for a in appended] == [e["id"] for e in events]
     positions = [a["position"] for a in appended]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions)
+    assert positions == sorted(positions)
+    assert len(set(positions)) == len(positions)
 
     log = (await client.get("/v1/events", headers=tenant.headers)).json()
     assert [item["id"] for item in log["items"]] == [e["id"] for e in events]
@@ -57,8 +59,16 @@ async def test_every_event_type_is_appended_and_read_back_three_ways(
     for item, sent in zip(log["items"], events, strict=True):
         assert item["type"] == sent["type"]
         assert set(item) == {
-            "id", "type", "stream", "version", "position", "occurred_at", "recorded_at",
-            "data", "metadata", "cursor",
+            "id",
+            "type",
+            "stream",
+            "version",
+            "position",
+            "occurred_at",
+            "recorded_at",
+            "data",
+            "metadata",
+            "cursor",
         }
         for key, value in sent["data"].items():
             assert item["data"][key] == value
@@ -73,7 +83,8 @@ async def test_every_event_type_is_appended_and_read_back_three_ways(
 
     meeting = log["items"][1]
     assert meeting["metadata"] == {"correlation_id": "c-1", "actor": "app"}
-    assert meeting["stream"].startswith("meeting-") and meeting["version"] == 1
+    assert meeting["stream"].startswith("meeting-")
+    assert meeting["version"] == 1
 
 
 async def test_a_favor_stream_is_versioned_from_one(client: Client, tenant: Tenant) -> None:
@@ -99,7 +110,9 @@ async def test_retrying_a_batch_answers_200_with_the_same_positions_and_writes_n
     assert await count_events(pool, tenant) == before
 
 
-async def test_a_known_id_with_other_content_is_a_409(client: Client, pool: Pool, tenant: Tenant) -> None:
+async def test_a_known_id_with_other_content_is_a_409(
+    client: Client, pool: Pool, tenant: Tenant
+) -> None:
     original = event("message.sent", {"from": "a", "to": "b", "kind": "reply"})
     assert (await post(client, tenant, [original])).status_code == 201
     changed = {**original, "data": {"from": "a", "to": "b", "kind": "follow_up"}}
@@ -129,7 +142,8 @@ async def test_expected_version_conflict_is_a_409_with_the_actual_version(
     assert (await post(client, tenant, [first])).status_code == 201
     second = event("message.sent", {"from": "a", "to": "c", "kind": "reply"}, expected_version=0)
     body = assert_problem(await post(client, tenant, [second]), 409, "events[0].expected_version")
-    assert body["actual_version"] == 1 and body["expected_version"] == 0
+    assert body["actual_version"] == 1
+    assert body["expected_version"] == 0
     assert body["stream"] == "messages-a"
     third = event("message.sent", {"from": "a", "to": "c", "kind": "reply"}, expected_version=1)
     assert (await post(client, tenant, [third])).json()["events"][0]["version"] == 2
@@ -140,10 +154,30 @@ async def test_expected_version_conflict_is_a_409_with_the_actual_version(
     ("bad", "field"),
     [
         ({"data": {"favor_id": "f", "receiver": "b", "kind": "advice"}}, "events[2].data.giver"),
-        ({"data": {"favor_id": "f", "giver": "b", "receiver": "b", "kind": "advice"}}, "events[2].data.receiver"),
-        ({"data": {"favor_id": "f", "giver": "a", "receiver": "b", "kind": "cash"}}, "events[2].data.kind"),
-        ({"data": {"favor_id": "f", "giver": "a", "receiver": "b", "kind": "money", "weight": -1}}, "events[2].data.weight"),
-        ({"data": {"favor_id": "f", "giver": "a", "receiver": "b", "kind": "money", "tip": 1}}, "events[2].data.tip"),
+        (
+            {"data": {"favor_id": "f", "giver": "b", "receiver": "b", "kind": "advice"}},
+            "events[2].data.receiver",
+        ),
+        (
+            {"data": {"favor_id": "f", "giver": "a", "receiver": "b", "kind": "cash"}},
+            "events[2].data.kind",
+        ),
+        (
+            {
+                "data": {
+                    "favor_id": "f",
+                    "giver": "a",
+                    "receiver": "b",
+                    "kind": "money",
+                    "weight": -1,
+                }
+            },
+            "events[2].data.weight",
+        ),
+        (
+            {"data": {"favor_id": "f", "giver": "a", "receiver": "b", "kind": "money", "tip": 1}},
+            "events[2].data.tip",
+        ),
         ({"type": "favor.given"}, "events[2].type"),
         ({"occurred_at": "2025-01-01T10:00:00"}, "events[2].occurred_at"),
         ({"occurred_at": "yesterday"}, "events[2].occurred_at"),
@@ -153,7 +187,10 @@ async def test_expected_version_conflict_is_a_409_with_the_actual_version(
         ({"metadata": {"actor": 5}}, "events[2].metadata.actor"),
         ({"metadata": {"nested": {"a": 1}}}, "events[2].metadata"),
         ({"colour": "red"}, "events[2].colour"),
-        ({"data": {"favor_id": "with space", "giver": "a", "receiver": "b", "kind": "money"}}, "events[2].data.favor_id"),
+        (
+            {"data": {"favor_id": "with space", "giver": "a", "receiver": "b", "kind": "money"}},
+            "events[2].data.favor_id",
+        ),
     ],
 )
 async def test_a_malformed_event_refuses_the_whole_batch(
@@ -164,7 +201,9 @@ async def test_a_malformed_event_refuses_the_whole_batch(
         event("message.sent", {"from": "b", "to": "a", "kind": "reply"}),
     ]
     malformed = {
-        **event("favor.granted", {"favor_id": "f", "giver": "a", "receiver": "b", "kind": "advice"}),
+        **event(
+            "favor.granted", {"favor_id": "f", "giver": "a", "receiver": "b", "kind": "advice"}
+        ),
         **bad,
     }
     body = assert_problem(await post(client, tenant, [*good, malformed]), 422, field)
@@ -175,55 +214,186 @@ async def test_a_malformed_event_refuses_the_whole_batch(
 @pytest.mark.parametrize(
     ("events", "field", "status"),
     [
-        ([event("meeting.held", {"meeting_id": "m", "participants": ["a", "a"], "initiated_by": "a", "channel": "call", "purpose": "advice"})], "events[0].data.participants[1]", 422),
-        ([event("meeting.held", {"meeting_id": "m", "participants": ["a"], "initiated_by": "a", "channel": "call", "purpose": "advice"})], "events[0].data.participants", 422),
-        ([event("meeting.held", {"meeting_id": "m", "participants": ["a", "b"], "initiated_by": "c", "channel": "call", "purpose": "advice"})], "events[0].data.initiated_by", 422),
-        ([event("introduction.made", {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "b"})], "events[0].data.target", 422),
-        ([event("introduction.offered", {"introduction_id": "i", "introducer": "a", "subject": "a", "target": "b"})], "events[0].data.introducer", 422),
+        (
+            [
+                event(
+                    "meeting.held",
+                    {
+                        "meeting_id": "m",
+                        "participants": ["a", "a"],
+                        "initiated_by": "a",
+                        "channel": "call",
+                        "purpose": "advice",
+                    },
+                )
+            ],
+            "events[0].data.participants[1]",
+            422,
+        ),
+        (
+            [
+                event(
+                    "meeting.held",
+                    {
+                        "meeting_id": "m",
+                        "participants": ["a"],
+                        "initiated_by": "a",
+                        "channel": "call",
+                        "purpose": "advice",
+                    },
+                )
+            ],
+            "events[0].data.participants",
+            422,
+        ),
+        (
+            [
+                event(
+                    "meeting.held",
+                    {
+                        "meeting_id": "m",
+                        "participants": ["a", "b"],
+                        "initiated_by": "c",
+                        "channel": "call",
+                        "purpose": "advice",
+                    },
+                )
+            ],
+            "events[0].data.initiated_by",
+            422,
+        ),
+        (
+            [
+                event(
+                    "introduction.made",
+                    {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "b"},
+                )
+            ],
+            "events[0].data.target",
+            422,
+        ),
+        (
+            [
+                event(
+                    "introduction.offered",
+                    {"introduction_id": "i", "introducer": "a", "subject": "a", "target": "b"},
+                )
+            ],
+            "events[0].data.introducer",
+            422,
+        ),
     ],
 )
 async def test_self_contradictory_events_are_422(
-    client: Client, pool: Pool, tenant: Tenant, events: list[dict[str, Any]], field: str, status: int
+    client: Client,
+    pool: Pool,
+    tenant: Tenant,
+    events: list[dict[str, Any]],
+    field: str,
+    status: int,
 ) -> None:
     assert_problem(await post(client, tenant, events), status, field)
     assert await count_events(pool, tenant) == 0
 
 
 def _favor(favor_id: str, kind: str = "advice") -> dict[str, Any]:
-    return event("favor.requested", {"favor_id": favor_id, "requester": "a", "asked_of": "b", "kind": kind})
+    return event(
+        "favor.requested", {"favor_id": favor_id, "requester": "a", "asked_of": "b", "kind": kind}
+    )
 
 
 def _grant(favor_id: str, giver: str = "b", receiver: str = "a") -> dict[str, Any]:
-    return event("favor.granted", {"favor_id": favor_id, "giver": giver, "receiver": receiver, "kind": "advice"}, at=1)
+    return event(
+        "favor.granted",
+        {"favor_id": favor_id, "giver": giver, "receiver": receiver, "kind": "advice"},
+        at=1,
+    )
 
 
 LIFECYCLE_CASES = {
-    "grant after decline": ([_favor("f"), event("favor.declined", {"favor_id": "f", "by": "b"})], _grant("f"), "events[0].data.favor_id"),
-    "grant after withdrawal": ([_favor("f"), event("favor.withdrawn", {"favor_id": "f", "by": "a"})], _grant("f"), "events[0].data.favor_id"),
+    "grant after decline": (
+        [_favor("f"), event("favor.declined", {"favor_id": "f", "by": "b"})],
+        _grant("f"),
+        "events[0].data.favor_id",
+    ),
+    "grant after withdrawal": (
+        [_favor("f"), event("favor.withdrawn", {"favor_id": "f", "by": "a"})],
+        _grant("f"),
+        "events[0].data.favor_id",
+    ),
     "double grant": ([_favor("f"), _grant("f")], _grant("f"), "events[0].data.favor_id"),
     "double unsolicited grant": ([_grant("f")], _grant("f"), "events[0].data.favor_id"),
     "grant by the wrong person": ([_favor("f")], _grant("f", giver="c"), "events[0].data.giver"),
-    "decline by the requester": ([_favor("f")], event("favor.declined", {"favor_id": "f", "by": "a"}), "events[0].data.by"),
-    "decline of nothing": ([], event("favor.declined", {"favor_id": "f", "by": "b"}), "events[0].data.favor_id"),
+    "decline by the requester": (
+        [_favor("f")],
+        event("favor.declined", {"favor_id": "f", "by": "a"}),
+        "events[0].data.by",
+    ),
+    "decline of nothing": (
+        [],
+        event("favor.declined", {"favor_id": "f", "by": "b"}),
+        "events[0].data.favor_id",
+    ),
     "request twice": ([_favor("f")], _favor("f"), "events[0].data.favor_id"),
     "introduction made twice": (
-        [event("introduction.made", {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"})],
-        event("introduction.made", {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"}),
+        [
+            event(
+                "introduction.made",
+                {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"},
+            )
+        ],
+        event(
+            "introduction.made",
+            {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"},
+        ),
         "events[0].data.introduction_id",
     ),
     "introduction made between others": (
-        [event("introduction.offered", {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"})],
-        event("introduction.made", {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "d"}),
+        [
+            event(
+                "introduction.offered",
+                {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"},
+            )
+        ],
+        event(
+            "introduction.made",
+            {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "d"},
+        ),
         "events[0].data.subject",
     ),
     "consent from a stranger": (
-        [event("introduction.offered", {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"})],
+        [
+            event(
+                "introduction.offered",
+                {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"},
+            )
+        ],
         event("introduction.consented", {"introduction_id": "i", "party": "z"}),
         "events[0].data.party",
     ),
     "meeting recorded twice": (
-        [event("meeting.held", {"meeting_id": "m", "participants": ["a", "b"], "initiated_by": "a", "channel": "call", "purpose": "advice"})],
-        event("meeting.held", {"meeting_id": "m", "participants": ["a", "b"], "initiated_by": "a", "channel": "call", "purpose": "advice"}),
+        [
+            event(
+                "meeting.held",
+                {
+                    "meeting_id": "m",
+                    "participants": ["a", "b"],
+                    "initiated_by": "a",
+                    "channel": "call",
+                    "purpose": "advice",
+                },
+            )
+        ],
+        event(
+            "meeting.held",
+            {
+                "meeting_id": "m",
+                "participants": ["a", "b"],
+                "initiated_by": "a",
+                "channel": "call",
+                "purpose": "advice",
+            },
+        ),
         "events[0].data.meeting_id",
     ),
     "registered twice": (
@@ -265,13 +435,16 @@ async def test_limits(client: Client, pool: Pool, tenant: Tenant) -> None:
     many = [event("message.sent", {"from": "a", "to": "b", "kind": "reply"}) for _ in range(1001)]
     assert_problem(await post(client, tenant, many), 422, "events")
     assert_problem(await post(client, tenant, []), 422, "events")
-    huge = event("favor.requested", {"favor_id": "f", "requester": "a", "asked_of": "b", "kind": "other"})
+    huge = event(
+        "favor.requested", {"favor_id": "f", "requester": "a", "asked_of": "b", "kind": "other"}
+    )
     huge["data"]["offers_in_return"] = "x" * 1000
     assert (await post(client, tenant, [huge])).status_code == 201
     too_long = event("person.registered", {"person": "p", "display_name": "x" * 1001})
     assert_problem(await post(client, tenant, [too_long]), 422, "events[0].data.display_name")
     big_metadata = event(
-        "message.sent", {"from": "a", "to": "b", "kind": "reply"},
+        "message.sent",
+        {"from": "a", "to": "b", "kind": "reply"},
         metadata={f"k{i}": "v" * 1000 for i in range(20)},
     )
     assert_problem(await post(client, tenant, [big_metadata]), 413, "events[0].metadata")
@@ -292,7 +465,9 @@ async def test_bodies_that_are_not_json_are_422_or_415(client: Client, tenant: T
     assert_problem(await client.post("/v1/events", content=b"\xff\xfe", headers=headers), 422)
     assert_problem(await client.post("/v1/events", content=b"[]", headers=headers), 422)
     text = {**tenant.headers, "content-type": "text/plain"}
-    assert_problem(await client.post("/v1/events", content=b"{}", headers=text), 415, "Content-Type")
+    assert_problem(
+        await client.post("/v1/events", content=b"{}", headers=text), 415, "Content-Type"
+    )
 
 
 async def test_keys_are_required_and_scoped(client: Client, pool: Pool) -> None:
@@ -313,9 +488,7 @@ async def test_keys_are_required_and_scoped(client: Client, pool: Pool) -> None:
 async def test_a_revoked_key_is_refused(client: Client, pool: Pool, tenant: Tenant) -> None:
     assert (await client.get("/v1/events", headers=tenant.headers)).status_code == 200
     async with pool.acquire() as conn:
-        await conn.execute(
-            "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1", tenant.id
-        )
+        await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1", tenant.id)
     assert_problem(await client.get("/v1/events", headers=tenant.headers), 401)
 
 
@@ -328,9 +501,13 @@ async def test_a_tenant_never_sees_another_tenants_events(
     assert theirs["items"] == []
     one = await client.get(f"/v1/events/{events[0]['id']}", headers=other_tenant.headers)
     assert_problem(one, 404)
-    stream = await client.get(f"/v1/streams/{appended[3]['stream']}/events", headers=other_tenant.headers)
+    stream = await client.get(
+        f"/v1/streams/{appended[3]['stream']}/events", headers=other_tenant.headers
+    )
     assert_problem(stream, 404)
-    by_person = await client.get("/v1/events", params={"person": "ana"}, headers=other_tenant.headers)
+    by_person = await client.get(
+        "/v1/events", params={"person": "ana"}, headers=other_tenant.headers
+    )
     assert by_person.json()["items"] == []
     # The same ids in another tenant are that tenant's own events, not a retry.
     again = await post(client, other_tenant, events)
@@ -358,11 +535,17 @@ async def test_log_pagination_filters_and_cursors(client: Client, tenant: Tenant
         "/v1/events", params={"type": ["favor.requested", "favor.declined"]}, headers=tenant.headers
     )
     assert [i["type"] for i in by_type.json()["items"]] == [
-        "favor.requested", "favor.requested", "favor.declined", "favor.requested",
+        "favor.requested",
+        "favor.requested",
+        "favor.declined",
+        "favor.requested",
     ]
     cleo = await client.get("/v1/events", params={"person": "cleo"}, headers=tenant.headers)
     assert {i["type"] for i in cleo.json()["items"]} == {
-        "favor.requested", "favor.declined", "introduction.offered", "introduction.consented",
+        "favor.requested",
+        "favor.declined",
+        "introduction.offered",
+        "introduction.consented",
         "introduction.made",
     }
     both = await client.get(
@@ -376,13 +559,17 @@ async def test_log_pagination_filters_and_cursors(client: Client, tenant: Tenant
 
 
 async def test_stream_pagination(client: Client, tenant: Tenant) -> None:
-    events = [event("message.sent", {"from": "a", "to": "b", "kind": "reply"}, at=i) for i in range(7)]
+    events = [
+        event("message.sent", {"from": "a", "to": "b", "kind": "reply"}, at=i) for i in range(7)
+    ]
     await post(client, tenant, events)
     versions: list[int] = []
     cursor = None
     while True:
         params: dict[str, Any] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
-        page = (await client.get("/v1/streams/messages-a/events", params=params, headers=tenant.headers)).json()
+        page = (
+            await client.get("/v1/streams/messages-a/events", params=params, headers=tenant.headers)
+        ).json()
         versions += [i["version"] for i in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -410,20 +597,27 @@ async def test_bad_query_parameters_are_422_naming_the_parameter(
 
 
 async def test_unknown_things_are_404_problems(client: Client, tenant: Tenant) -> None:
-    assert_problem(await client.get(f"/v1/events/{uuid.uuid4()}", headers=tenant.headers), 404, "event_id")
-    assert_problem(await client.get("/v1/streams/favor-nope/events", headers=tenant.headers), 404, "stream")
+    assert_problem(
+        await client.get(f"/v1/events/{uuid.uuid4()}", headers=tenant.headers), 404, "event_id"
+    )
+    assert_problem(
+        await client.get("/v1/streams/favor-nope/events", headers=tenant.headers), 404, "stream"
+    )
     assert_problem(await client.get("/v1/nothing", headers=tenant.headers), 404)
     assert_problem(await client.delete("/v1/events", headers=tenant.headers), 405)
 
 
 async def test_horizon_reports_the_readable_head(client: Client, tenant: Tenant) -> None:
     empty = (await client.get("/v1/events/horizon", headers=tenant.headers)).json()
-    assert empty["cursor"] is None and empty["pending_events"] == 0
+    assert empty["cursor"] is None
+    assert empty["pending_events"] == 0
     cursor = (await post(client, tenant, story())).json()["cursor"]
     after = (await client.get("/v1/events/horizon", headers=tenant.headers)).json()
-    assert after["cursor"] == cursor and after["pending_events"] == 0
+    assert after["cursor"] == cursor
+    assert after["pending_events"] == 0
 
 
 async def test_health(client: Client) -> None:
     response = await client.get("/health")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}

@@ -15,7 +15,15 @@ from ledger.events.envelope import decode_batch, prepare
 from ledger.events.vocabulary import EVENT_TYPES
 from ledger.store.append import AppendResult, append
 from ledger.store.cursor import Cursor, decode_version_cursor
-from ledger.store.read import Envelope, EventPage, Horizon, get_event, horizon, read_log, read_stream
+from ledger.store.read import (
+    Envelope,
+    EventPage,
+    Horizon,
+    get_event,
+    horizon,
+    read_log,
+    read_stream,
+)
 from ledger.tenants.keys import Principal
 
 JSON_TYPES: Final = ("application/json", "")
@@ -24,7 +32,9 @@ Limit = Annotated[
 ]
 PageCursor = Annotated[
     str | None,
-    QueryParameter(description="Resume after this cursor (from `next_cursor` or an item's `cursor`)."),
+    QueryParameter(
+        description="Resume after this cursor (from `next_cursor` or an item's `cursor`)."
+    ),
 ]
 
 
@@ -39,7 +49,9 @@ PageCursor = Annotated[
     ),
     status_code=201,
 )
-async def append_events(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Response[AppendResult]:
+async def append_events(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+) -> Response[AppendResult]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise UnsupportedMediaType(
@@ -97,14 +109,18 @@ async def list_events(
         "but held back until older transactions anywhere in the database finish."
     ),
 )
-async def log_horizon(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> Horizon:
+async def log_horizon(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal]
+) -> Horizon:
     async with pool_of(request).acquire() as conn:
         return await horizon(conn, principal.tenant_id)
 
 
 @get("/v1/events/{event_id:uuid}", opt={"scope": "events:read"}, summary="One event by id")
 async def get_one_event(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], event_id: FromPath[uuid.UUID]
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    event_id: FromPath[uuid.UUID],
 ) -> Envelope:
     async with pool_of(request).acquire() as conn:
         found = await get_event(conn, principal.tenant_id, event_id)
@@ -127,7 +143,9 @@ async def list_stream_events(
 ) -> EventPage:
     after = 0 if cursor is None else decode_version_cursor(cursor)
     async with pool_of(request).acquire() as conn:
-        page = await read_stream(conn, principal.tenant_id, stream, after_version=after, limit=limit)
+        page = await read_stream(
+            conn, principal.tenant_id, stream, after_version=after, limit=limit
+        )
     if not page.items and after == 0:
         raise NotFound(f"stream {stream!r} has no events", field="stream", in_body=False)
     return page

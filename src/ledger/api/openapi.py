@@ -81,4 +81,7 @@ def _opt_of(app: Litestar, path: str, method: str) -> dict[str, Any]:
 
 def render(app: Litestar) -> bytes:
     """The committed form: stable key order, two-space indents, final newline."""
-    return msgspec.json.format(msgspec.json.encode(build_document(app), order="sorted"), indent=2) + b"\n"
+    return (
+        msgspec.json.format(msgspec.json.encode(build_document(app), order="sorted"), indent=2)
+        + b"\n"
+    )

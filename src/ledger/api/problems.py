@@ -129,11 +129,11 @@ def _http_detail(request: Request[Any, Any, Any], exc: HTTPException) -> str:
     return exc.detail
 
 
-def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
+def database_unavailable(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[ProblemDetails]:
     _log.warning("database unavailable: %s", exc)
-    return ledger_error(
-        request, Unavailable("the database is unreachable; retry after a moment")
-    )
+    return ledger_error(request, Unavailable("the database is unreachable; retry after a moment"))
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:

@@ -136,7 +136,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     host = args.host or settings.host
     port = args.port or settings.port
-    where = settings.database_url and "LEDGER_DATABASE_URL" or f"embedded, data in {settings.data_dir}"
+    embedded = f"embedded, data in {settings.data_dir}"
+    where = "LEDGER_DATABASE_URL" if settings.database_url else embedded
     url = _url(settings)
     print(f"ledger: database: {where}", file=sys.stderr)
     print(f"ledger: serving http://{host}:{port}  (health: /health, API: /v1)", file=sys.stderr)

@@ -44,7 +44,7 @@ class IncomingEvent(
 
 
 def _incoming_struct(type_name: str, data_type: type[EventData]) -> type[IncomingEvent]:
-    return msgspec.defstruct(
+    return msgspec.defstruct(  # type: ignore[return-value]
         data_type.__name__ + "Event",
         [("data", data_type)],
         bases=(IncomingEvent,),
@@ -154,16 +154,15 @@ def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]
         metadata_json = _ENCODER.encode(event.metadata)
         if len(metadata_json) > MAX_METADATA_BYTES:
             raise PayloadTooLarge(
-                f"{at}.metadata is {len(metadata_json)} bytes; at most {MAX_METADATA_BYTES} allowed",
+                f"{at}.metadata is {len(metadata_json)} bytes; "
+                f"at most {MAX_METADATA_BYTES} are allowed",
                 field=f"{at}.metadata",
                 limit=MAX_METADATA_BYTES,
             )
         for key in _STRING_METADATA:
             value = event.metadata.get(key)
             if value is not None and not isinstance(value, str):
-                raise InvalidInput(
-                    f"metadata.{key} must be a string", field=f"{at}.metadata.{key}"
-                )
+                raise InvalidInput(f"metadata.{key} must be a string", field=f"{at}.metadata.{key}")
         if event.occurred_at > now + MAX_CLOCK_SKEW:
             raise InvalidInput(
                 f"occurred_at {event.occurred_at.isoformat()} is in the future; events record "
@@ -199,7 +198,9 @@ def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]
     return prepared
 
 
-def same_content(new: NewEvent, stored_type: str, occurred_at: datetime, data: Any, metadata: Any) -> bool:
+def same_content(
+    new: NewEvent, stored_type: str, occurred_at: datetime, data: Any, metadata: Any
+) -> bool:
     """Whether a retried event is the one already stored under its id."""
     return (
         new.type == stored_type

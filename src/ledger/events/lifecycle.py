@@ -111,11 +111,15 @@ def _favor_grant(history: Sequence[EventData], grant: FavorGranted) -> Problem |
     if ended is not None:
         return Problem("data.favor_id", f"favor {grant.favor_id!r} {ended}; it cannot be granted")
     request = _request_of(history)
-    if request is not None and (grant.giver, grant.receiver) != (request.asked_of, request.requester):
+    if request is not None and (grant.giver, grant.receiver) != (
+        request.asked_of,
+        request.requester,
+    ):
         return Problem(
             "data.giver",
             f"favor {grant.favor_id!r} was asked of {request.asked_of!r} by "
-            f"{request.requester!r}; only {request.asked_of!r} can grant it, to {request.requester!r}",
+            f"{request.requester!r}; only {request.asked_of!r} can grant it, "
+            f"to {request.requester!r}",
         )
     return None
 

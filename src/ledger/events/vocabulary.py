@@ -75,13 +75,15 @@ def _distinct(pairs: list[tuple[str, str]], what: str) -> list[Problem]:
     problems = []
     for field, person in pairs:
         if person in seen:
-            problems.append(Problem(field, f"{field} is {person!r}, who is already {seen[person]}; {what}"))
+            problems.append(
+                Problem(field, f"{field} is {person!r}, who is already {seen[person]}; {what}")
+            )
         else:
             seen[person] = field
     return problems
 
 
-class PersonRegistered(EventData):
+class PersonRegistered(EventData, frozen=True):
     type_name: ClassVar[str] = "person.registered"
     person: Person
     display_name: Text | None = None
@@ -94,7 +96,7 @@ class PersonRegistered(EventData):
         return (self.person,)
 
 
-class PersonForgotten(EventData):
+class PersonForgotten(EventData, frozen=True):
     type_name: ClassVar[str] = "person.forgotten"
     person: Person
 
@@ -105,7 +107,7 @@ class PersonForgotten(EventData):
         return (self.person,)
 
 
-class MeetingHeld(EventData):
+class MeetingHeld(EventData, frozen=True):
     type_name: ClassVar[str] = "meeting.held"
     meeting_id: EntityId
     participants: Annotated[tuple[Person, ...], Meta(min_length=2, max_length=100)]
@@ -125,7 +127,10 @@ class MeetingHeld(EventData):
         for i, person in enumerate(self.participants):
             if person in seen:
                 problems.append(
-                    Problem(f"participants[{i}]", f"{person!r} is listed twice; participants must be distinct")
+                    Problem(
+                        f"participants[{i}]",
+                        f"{person!r} is listed twice; participants must be distinct",
+                    )
                 )
             seen.add(person)
         if self.initiated_by not in seen:
@@ -135,7 +140,7 @@ class MeetingHeld(EventData):
         return problems
 
 
-class MessageSent(EventData):
+class MessageSent(EventData, frozen=True):
     type_name: ClassVar[str] = "message.sent"
     from_: Person = msgspec.field(name="from")
     to: Person
@@ -151,7 +156,7 @@ class MessageSent(EventData):
         return _distinct([("from", self.from_), ("to", self.to)], "nobody messages themselves")
 
 
-class FavorRequested(EventData):
+class FavorRequested(EventData, frozen=True):
     type_name: ClassVar[str] = "favor.requested"
     favor_id: EntityId
     requester: Person
@@ -173,7 +178,7 @@ class FavorRequested(EventData):
         return _distinct(roles, "a favor is asked of someone else")
 
 
-class FavorGranted(EventData):
+class FavorGranted(EventData, frozen=True):
     type_name: ClassVar[str] = "favor.granted"
     favor_id: EntityId
     giver: Person
@@ -190,11 +195,12 @@ class FavorGranted(EventData):
 
     def problems(self) -> list[Problem]:
         return _distinct(
-            [("giver", self.giver), ("receiver", self.receiver)], "nobody grants a favor to themselves"
+            [("giver", self.giver), ("receiver", self.receiver)],
+            "nobody grants a favor to themselves",
         )
 
 
-class FavorDeclined(EventData):
+class FavorDeclined(EventData, frozen=True):
     type_name: ClassVar[str] = "favor.declined"
     favor_id: EntityId
     by: Person
@@ -206,7 +212,7 @@ class FavorDeclined(EventData):
         return (self.by,)
 
 
-class FavorWithdrawn(EventData):
+class FavorWithdrawn(EventData, frozen=True):
     type_name: ClassVar[str] = "favor.withdrawn"
     favor_id: EntityId
     by: Person
@@ -218,7 +224,7 @@ class FavorWithdrawn(EventData):
         return (self.by,)
 
 
-class IntroductionOffered(EventData):
+class IntroductionOffered(EventData, frozen=True):
     type_name: ClassVar[str] = "introduction.offered"
     introduction_id: EntityId
     introducer: Person
@@ -235,7 +241,7 @@ class IntroductionOffered(EventData):
         return _introduction_roles(self.introducer, self.subject, self.target)
 
 
-class IntroductionRequested(EventData):
+class IntroductionRequested(EventData, frozen=True):
     type_name: ClassVar[str] = "introduction.requested"
     introduction_id: EntityId
     requester: Person
@@ -250,12 +256,16 @@ class IntroductionRequested(EventData):
 
     def problems(self) -> list[Problem]:
         return _distinct(
-            [("introducer", self.introducer), ("requester", self.requester), ("target", self.target)],
+            [
+                ("introducer", self.introducer),
+                ("requester", self.requester),
+                ("target", self.target),
+            ],
             "an introduction joins two other people",
         )
 
 
-class IntroductionConsented(EventData):
+class IntroductionConsented(EventData, frozen=True):
     type_name: ClassVar[str] = "introduction.consented"
     introduction_id: EntityId
     party: Person
@@ -267,7 +277,7 @@ class IntroductionConsented(EventData):
         return (self.party,)
 
 
-class IntroductionMade(EventData):
+class IntroductionMade(EventData, frozen=True):
     type_name: ClassVar[str] = "introduction.made"
     introduction_id: EntityId
     introducer: Person
@@ -284,7 +294,7 @@ class IntroductionMade(EventData):
         return _introduction_roles(self.introducer, self.subject, self.target)
 
 
-class NameInvoked(EventData):
+class NameInvoked(EventData, frozen=True):
     type_name: ClassVar[str] = "name.invoked"
     invoker: Person
     referrer: Person
@@ -304,7 +314,7 @@ class NameInvoked(EventData):
         )
 
 
-class GratitudeExpressed(EventData):
+class GratitudeExpressed(EventData, frozen=True):
     type_name: ClassVar[str] = "gratitude.expressed"
     from_: Person = msgspec.field(name="from")
     to: Person
@@ -320,7 +330,7 @@ class GratitudeExpressed(EventData):
         return _distinct([("from", self.from_), ("to", self.to)], "gratitude goes to someone else")
 
 
-class PolicyChanged(EventData):
+class PolicyChanged(EventData, frozen=True):
     """The tenant's thresholds and weights; omitted fields keep their defaults.
 
     Policy is itself an event so that every replay knows which policy held at
@@ -352,7 +362,11 @@ def _compact(*people: str | None) -> tuple[str, ...]:
 
 def _introduction_roles(introducer: str, subject: str, target: str) -> list[Problem]:
     if subject == target:
-        return [Problem("target", f"target is {target!r}, the subject; nobody is introduced to themselves")]
+        return [
+            Problem(
+                "target", f"target is {target!r}, the subject; nobody is introduced to themselves"
+            )
+        ]
     return _distinct(
         [("subject", subject), ("target", target), ("introducer", introducer)],
         "the introducer is not one of the people introduced",

