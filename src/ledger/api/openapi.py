@@ -85,3 +85,12 @@ def render(app: Litestar) -> bytes:
         msgspec.json.format(msgspec.json.encode(build_document(app), order="sorted"), indent=2)
         + b"\n"
     )
+
+
+if __name__ == "__main__":
+    import sys
+
+    from ledger.api.app import create_app
+
+    # The document does not depend on the database; the app is never started.
+    sys.stdout.buffer.write(render(create_app("postgresql://unused")))
