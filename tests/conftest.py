@@ -63,13 +63,23 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+def database_source() -> str:
+    if os.environ.get("LEDGER_TEST_DATABASE_URL"):
+        return "LEDGER_TEST_DATABASE_URL"
+    return "testcontainers" if docker_answers() else "embedded"
+
+
+def pytest_report_header() -> str:
+    return f"ledger test database: {database_source()}"
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A URL to a PostgreSQL server on which the suite may create databases."""
-    given = os.environ.get("LEDGER_TEST_DATABASE_URL")
-    if given:
-        yield given
-    elif docker_answers():
+    source = database_source()
+    if source == "LEDGER_TEST_DATABASE_URL":
+        yield os.environ["LEDGER_TEST_DATABASE_URL"]
+    elif source == "testcontainers":
         from testcontainers.postgres import PostgresContainer
 
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
