@@ -73,12 +73,15 @@ def test_keys_create_list_revoke(database_url: str) -> None:
     assert key.startswith("ldg_")
     key_id = key.split("_")[1]
     listing = run(env, "keys", "list", "--tenant", "cli-co").stdout
-    assert key_id in listing and "active" in listing and "events:read" in listing
+    assert key_id in listing
+    assert "active" in listing
+    assert "events:read" in listing
     assert key not in listing, "a listing must never show a key"
     run(env, "keys", "revoke", key_id)
     assert "revoked" in run(env, "keys", "list", "--tenant", "cli-co").stdout
     unknown = run(env, "keys", "revoke", "nope", check=False)
-    assert unknown.returncode == 1 and "no key with id" in unknown.stderr
+    assert unknown.returncode == 1
+    assert "no key with id" in unknown.stderr
 
 
 @pytest.mark.parametrize(
@@ -98,7 +101,8 @@ def test_bad_arguments_say_what_to_do(database_url: str, args: list[str], messag
 @pytest.mark.parametrize("command", [[], ["serve"], ["migrate"], ["keys"], ["keys", "create"]])
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(env_with(), *command, "--help")
-    assert result.returncode == 0 and "usage: ledger" in result.stdout
+    assert result.returncode == 0
+    assert "usage: ledger" in result.stdout
 
 
 def test_serve_on_a_database_url_appends_and_reads(database_url: str) -> None:

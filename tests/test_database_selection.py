@@ -27,7 +27,9 @@ def test_docker_check_does_not_hang_on_a_silent_listener(monkeypatch: pytest.Mon
         assert docker_answers(timeout=0.2) is False
 
 
-async def test_embedded_postgres_starts_and_answers(tmp_path_factory: pytest.TempPathFactory) -> None:
+async def test_embedded_postgres_starts_and_answers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     url = embedded_url(tmp_path_factory.mktemp("embedded"))
     conn = await asyncpg.connect(url)
     try:

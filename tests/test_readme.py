@@ -21,7 +21,8 @@ def api_examples() -> str:
 def test_the_readme_examples_work_as_written(database_url: str) -> None:
     env = env_with(LEDGER_DATABASE_URL=database_url)
     script = api_examples().replace(".venv/bin/ledger", f"{sys.executable} -m ledger.cli")
-    assert "curl" in script and "BASE=http://127.0.0.1:8000" in script
+    assert "curl" in script
+    assert "BASE=http://127.0.0.1:8000" in script
     with serving(env) as base:
         script = script.replace("BASE=http://127.0.0.1:8000", f"BASE={base}")
         result = subprocess.run(
