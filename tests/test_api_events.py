@@ -310,6 +310,13 @@ def _grant(favor_id: str, giver: str = "b", receiver: str = "a") -> dict[str, An
     )
 
 
+def _introduction(step: str, target: str = "c") -> dict[str, Any]:
+    return event(
+        f"introduction.{step}",
+        {"introduction_id": "i", "introducer": "a", "subject": "b", "target": target},
+    )
+
+
 LIFECYCLE_CASES = {
     "grant after decline": (
         [_favor("f"), event("favor.declined", {"favor_id": "f", "by": "b"})],
@@ -336,38 +343,17 @@ LIFECYCLE_CASES = {
     ),
     "request twice": ([_favor("f")], _favor("f"), "events[0].data.favor_id"),
     "introduction made twice": (
-        [
-            event(
-                "introduction.made",
-                {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"},
-            )
-        ],
-        event(
-            "introduction.made",
-            {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"},
-        ),
+        [_introduction("made")],
+        _introduction("made"),
         "events[0].data.introduction_id",
     ),
     "introduction made between others": (
-        [
-            event(
-                "introduction.offered",
-                {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"},
-            )
-        ],
-        event(
-            "introduction.made",
-            {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "d"},
-        ),
+        [_introduction("offered")],
+        _introduction("made", target="d"),
         "events[0].data.subject",
     ),
     "consent from a stranger": (
-        [
-            event(
-                "introduction.offered",
-                {"introduction_id": "i", "introducer": "a", "subject": "b", "target": "c"},
-            )
-        ],
+        [_introduction("offered")],
         event("introduction.consented", {"introduction_id": "i", "party": "z"}),
         "events[0].data.party",
     ),
