@@ -11,12 +11,14 @@ from ledger.events.vocabulary import EVENT_TYPES
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 
-def event(type_: str, data: dict[str, Any], *, at: int = 0, **envelope: Any) -> dict[str, Any]:
-    """An incoming event ``at`` hours after START, with a client-chosen id."""
+def event(
+    type_: str, data: dict[str, Any], *, at: int = 0, start: datetime = START, **envelope: Any
+) -> dict[str, Any]:
+    """An incoming event ``at`` hours after ``start``, with a client-chosen id."""
     return {
         "id": str(uuid.uuid4()),
         "type": type_,
-        "occurred_at": (START + timedelta(hours=at)).isoformat(),
+        "occurred_at": (start + timedelta(hours=at)).isoformat(),
         "data": data,
         **envelope,
     }

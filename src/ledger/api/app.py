@@ -17,8 +17,10 @@ from ledger.api import problems
 from ledger.api.auth import principal
 from ledger.api.events import ROUTES as EVENT_ROUTES
 from ledger.api.health import health
+from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
 from ledger.errors import LedgerError
+from ledger.projections import projector
 from ledger.store.database import create_pool
 from ledger.store.migrate import upgrade
 
@@ -36,21 +38,35 @@ def create_app(
     migrate: bool = True,
     pool_size: int = 16,
     max_body_bytes: int = 16 * 1024 * 1024,
+    run_projector: bool = True,
+    min_cursor_wait: float = 5.0,
 ) -> Litestar:
-    """An app serving ``database_url``; migrations run at startup unless told not to."""
+    """An app serving ``database_url``.
+
+    Migrations run at startup unless told not to; the projector runs inside the
+    server unless told not to (then run ``ledger project`` workers).
+    """
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
         if migrate:
             await asyncio.to_thread(upgrade, database_url)
         app.state.pool = await create_pool(database_url, size=pool_size)
+        app.state.min_cursor_wait = min_cursor_wait
+        stop = asyncio.Event()
+        worker = (
+            asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None
+        )
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await worker
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[*EVENT_ROUTES, health, openapi_document],
+        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,

@@ -37,6 +37,7 @@ class ProblemDetails(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     actual_version: int | None = None
     limit: int | None = None
     required_scope: str | None = None
+    ledger_cursor: str | None = None
 
 
 def pointer_of(field: str) -> str:

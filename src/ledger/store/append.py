@@ -86,14 +86,21 @@ FROM unnest($3::text[]) AS s(stream)
 ORDER BY 1, 2
 """
 
-_INSERT: Final = """
-INSERT INTO events (tenant_id, id, stream, version, type, occurred_at, data, metadata, people)
-SELECT $1, e.id, e.stream, e.version, e.type, e.occurred_at, e.data, e.metadata, e.people
-FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
-            $7::jsonb[], $8::jsonb[], $9::jsonb[])
-     WITH ORDINALITY AS e(id, stream, version, type, occurred_at, data, metadata, people, n)
-ORDER BY e.n
-RETURNING id, position, tx_id::text::bigint AS tx_id
+# The notification (one per transaction: PostgreSQL folds duplicates) wakes the
+# projectors when the append commits; it rides on the insert, no extra round trip.
+NOTIFY_CHANNEL: Final = "ledger_events"
+_INSERT: Final = f"""
+WITH inserted AS (
+    INSERT INTO events (tenant_id, id, stream, version, type, occurred_at, data, metadata, people)
+    SELECT $1, e.id, e.stream, e.version, e.type, e.occurred_at, e.data, e.metadata, e.people
+    FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
+                $7::jsonb[], $8::jsonb[], $9::jsonb[])
+         WITH ORDINALITY AS e(id, stream, version, type, occurred_at, data, metadata, people, n)
+    ORDER BY e.n
+    RETURNING id, position, tx_id::text::bigint AS tx_id
+)
+SELECT id, position, tx_id, pg_notify('{NOTIFY_CHANNEL}', $1::text)
+FROM inserted
 """
 
 

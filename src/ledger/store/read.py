@@ -66,8 +66,9 @@ class Horizon(msgspec.Struct, frozen=True):
     oldest_transaction_age_seconds: float | None
 
 
-_COLUMNS: Final = """id, type, stream, version, position, tx_id::text::bigint AS tx_id,
-       occurred_at, recorded_at, data, metadata"""
+# Qualified with `e`, so that projections can join their rows to the events.
+ENVELOPE_COLUMNS: Final = """e.id, e.type, e.stream, e.version, e.position,
+       e.tx_id::text::bigint AS tx_id, e.occurred_at, e.recorded_at, e.data, e.metadata"""
 
 _VISIBLE: Final = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
 
@@ -80,8 +81,8 @@ _LOG_FILTERS: Final = {
 # One fixed statement per filter combination, so each gets its own plan.
 _READ_LOG: Final = {
     key: f"""
-SELECT {_COLUMNS}
-FROM events
+SELECT {ENVELOPE_COLUMNS}
+FROM events e
 WHERE tenant_id = $1
   AND (tx_id, position) > ($2::text::xid8, $3::bigint)
   AND {_VISIBLE}
@@ -93,16 +94,16 @@ LIMIT $4
 }
 
 _READ_STREAM: Final = f"""
-SELECT {_COLUMNS}
-FROM events
+SELECT {ENVELOPE_COLUMNS}
+FROM events e
 WHERE tenant_id = $1 AND stream = $2 AND version > $3
 ORDER BY version
 LIMIT $4
 """
 
 _BY_ID: Final = f"""
-SELECT {_COLUMNS}
-FROM events
+SELECT {ENVELOPE_COLUMNS}
+FROM events e
 WHERE tenant_id = $1 AND id = $2
 """
 
@@ -118,7 +119,7 @@ SELECT
 """
 
 
-def _envelope(row: Any) -> Envelope:
+def envelope_of(row: Any) -> Envelope:
     return Envelope(
         id=row["id"],
         type=row["type"],
@@ -150,7 +151,7 @@ async def read_log(
     if person is not None:
         args.append(msgspec.json.encode([person]))
     rows = await conn.fetch(_READ_LOG[(bool(types), person is not None)], *args)
-    items = [_envelope(row) for row in rows]
+    items = [envelope_of(row) for row in rows]
     next_cursor = items[-1].cursor if len(items) == limit else None
     return EventPage(items=items, next_cursor=next_cursor)
 
@@ -159,14 +160,14 @@ async def read_stream(
     conn: Connection, tenant_id: int, stream: str, *, after_version: int, limit: int
 ) -> EventPage:
     rows = await conn.fetch(_READ_STREAM, tenant_id, stream, after_version, limit)
-    items = [_envelope(row) for row in rows]
+    items = [envelope_of(row) for row in rows]
     next_cursor = encode_version_cursor(items[-1].version) if len(items) == limit else None
     return EventPage(items=items, next_cursor=next_cursor)
 
 
 async def get_event(conn: Connection, tenant_id: int, event_id: uuid.UUID) -> Envelope | None:
     row = await conn.fetchrow(_BY_ID, tenant_id, event_id)
-    return None if row is None else _envelope(row)
+    return None if row is None else envelope_of(row)
 
 
 async def horizon(conn: Connection, tenant_id: int) -> Horizon:

@@ -1,0 +1,304 @@
+"""``/v1/people`` and ``/v1/relationships``: what the projections say.
+
+Every read carries ``Ledger-Cursor`` (the log cursor the projections reflect).
+A request with ``Ledger-Min-Cursor`` (a cursor from an append) first waits,
+bounded, until the projections include it: read-your-writes on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal, TypeVar
+
+import msgspec
+from litestar import Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+
+from ledger.api.events import Limit, PageCursor
+from ledger.api.state import pool_of
+from ledger.errors import InvalidInput, NotFound, Unavailable
+from ledger.projections import read
+from ledger.projections.core import EMPTY
+from ledger.projections.views import (
+    Balance,
+    PersonSummary,
+    Relationship,
+    Suggestion,
+    reconnect,
+    relationship,
+    relationships_of,
+    side_of,
+    summary,
+)
+from ledger.store.cursor import Cursor
+from ledger.store.database import Connection
+from ledger.store.read import EventPage
+from ledger.tenants.keys import Principal
+
+MIN_CURSOR_HEADER: Final = "Ledger-Min-Cursor"
+CURSOR_HEADER: Final = "Ledger-Cursor"
+DEFAULT_WAIT_SECONDS: Final = 5.0
+_POLL_SECONDS: Final = 0.02
+T = TypeVar("T")
+
+
+class BalancePage(msgspec.Struct, frozen=True):
+    items: list[Balance]
+    next_cursor: str | None
+
+
+class RelationshipPage(msgspec.Struct, frozen=True):
+    items: list[Relationship]
+    next_cursor: str | None
+
+
+class SuggestionPage(msgspec.Struct, frozen=True):
+    items: list[Suggestion]
+    next_cursor: str | None
+
+
+@asynccontextmanager
+async def consistent(
+    request: Request[Any, Any, Any], tenant_id: int
+) -> AsyncIterator[tuple[Connection, read.Snapshot]]:
+    """A connection reading one snapshot of the projections, after any wait asked for."""
+    wanted_header = request.headers.get(MIN_CURSOR_HEADER)
+    wanted = (
+        None if wanted_header is None else Cursor.decode(wanted_header, field=MIN_CURSOR_HEADER)
+    )
+    wait = float(request.app.state.get("min_cursor_wait", DEFAULT_WAIT_SECONDS))
+    async with pool_of(request).acquire() as conn:
+        if wanted is not None:
+            deadline = time.monotonic() + wait
+            while (current := await read.checkpoint_of(conn, tenant_id)) < wanted:
+                if time.monotonic() >= deadline:
+                    raise Unavailable(
+                        f"the projections have not reached {wanted_header} within {wait:g} s "
+                        f"(they reflect {current.encode()}); retry shortly",
+                        field=MIN_CURSOR_HEADER,
+                        in_body=False,
+                        ledger_cursor=current.encode(),
+                    )
+                await asyncio.sleep(_POLL_SECONDS)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            yield conn, await read.snapshot(conn, tenant_id)
+
+
+def _answer(body: T, snapshot: read.Snapshot) -> Response[T]:
+    return Response(body, headers={CURSOR_HEADER: snapshot.checkpoint.encode()})
+
+
+def _page(items: Sequence[T], cursor: str | None, limit: int) -> tuple[list[T], str | None]:
+    """Offset pages for lists that are sorted after they are read (by strength, ...)."""
+    start = 0
+    if cursor is not None:
+        try:
+            if not cursor.startswith("o1"):
+                raise ValueError(cursor)
+            start = int(base64.urlsafe_b64decode(cursor[2:] + "==").decode())
+        except ValueError:
+            raise InvalidInput(
+                "cursor is not one this list issued; use next_cursor from the previous page",
+                field="cursor",
+                in_body=False,
+            ) from None
+    end = start + limit
+    following = (
+        "o1" + base64.urlsafe_b64encode(str(end).encode()).decode().rstrip("=")
+        if end < len(items)
+        else None
+    )
+    return list(items[start:end]), following
+
+
+async def _sides(
+    conn: Connection, tenant_id: int, snapshot: read.Snapshot, person: str
+) -> list[Any]:
+    pairs = await read.pairs_of(conn, tenant_id, snapshot.generation, person)
+    if not pairs and not await read.known(conn, tenant_id, snapshot.generation, person):
+        raise NotFound(
+            f"no events involve {person!r} (yet); check the id, or wait for your append "
+            f"with the {MIN_CURSOR_HEADER} header",
+            field="person",
+            in_body=False,
+        )
+    return [side_of(person, a, b, pair) for a, b, pair in pairs]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@get("/v1/people/{person:str}", opt={"scope": "projections:read"}, summary="A person's totals")
+async def get_person(
+    request: Request[Any, Any, Any], principal: NamedDependency[Principal], person: FromPath[str]
+) -> Response[PersonSummary]:
+    async with consistent(request, principal.tenant_id) as (conn, snap):
+        sides = await _sides(conn, principal.tenant_id, snap, person)
+    return _answer(summary(person, sides, _now(), snap.policy.latest()), snap)
+
+
+@get(
+    "/v1/people/{person:str}/balances",
+    opt={"scope": "projections:read"},
+    summary="What a person has given to and received from each counterparty",
+)
+async def get_balances(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    person: FromPath[str],
+    cursor: PageCursor = None,
+    limit: Limit = 100,
+) -> Response[BalancePage]:
+    async with consistent(request, principal.tenant_id) as (conn, snap):
+        sides = await _sides(conn, principal.tenant_id, snap, person)
+    balances = sorted(
+        (
+            Balance(s.counterparty, s.given, s.received, s.given - s.received)
+            for s in sides
+            if s.given or s.received
+        ),
+        key=lambda b: b.counterparty,
+    )
+    items, following = _page(balances, cursor, limit)
+    return _answer(BalancePage(items, following), snap)
+
+
+Sort = Literal["strength", "last_contact", "overdue"]
+
+
+@get(
+    "/v1/people/{person:str}/relationships",
+    opt={"scope": "projections:read"},
+    summary="A person's relationships, strongest first (or most recent, or most overdue)",
+)
+async def get_relationships(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    person: FromPath[str],
+    sort: Annotated[
+        Sort, QueryParameter(description="strength, last_contact or overdue")
+    ] = "strength",
+    cursor: PageCursor = None,
+    limit: Limit = 100,
+) -> Response[RelationshipPage]:
+    async with consistent(request, principal.tenant_id) as (conn, snap):
+        sides = await _sides(conn, principal.tenant_id, snap, person)
+    ranked = relationships_of(person, sides, _now(), snap.policy.latest())
+    if sort == "last_contact":
+        ranked.sort(
+            key=lambda r: (r.last_contact_at or datetime.min.replace(tzinfo=UTC), r.b), reverse=True
+        )
+    elif sort == "overdue":
+        ranked.sort(key=lambda r: (-(r.overdue_days or 0.0), r.b))
+    items, following = _page(ranked, cursor, limit)
+    return _answer(RelationshipPage(items, following), snap)
+
+
+@get(
+    "/v1/people/{person:str}/reconnect",
+    opt={"scope": "projections:read"},
+    summary="Relationships overdue for contact, strongest and most overdue first",
+)
+async def get_reconnect(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    person: FromPath[str],
+    cursor: PageCursor = None,
+    limit: Limit = 100,
+) -> Response[SuggestionPage]:
+    async with consistent(request, principal.tenant_id) as (conn, snap):
+        sides = await _sides(conn, principal.tenant_id, snap, person)
+    suggestions = reconnect(relationships_of(person, sides, _now(), snap.policy.latest()))
+    items, following = _page(suggestions, cursor, limit)
+    return _answer(SuggestionPage(items, following), snap)
+
+
+@get(
+    "/v1/people/{person:str}/timeline",
+    opt={"scope": "projections:read"},
+    summary="A person's events in the order they happened",
+)
+async def get_person_timeline(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    person: FromPath[str],
+    cursor: PageCursor = None,
+    limit: Limit = 100,
+) -> Response[EventPage]:
+    after = read.TIMELINE_START if cursor is None else read.decode_timeline_cursor(cursor)
+    async with consistent(request, principal.tenant_id) as (conn, snap):
+        items, following = await read.timeline(
+            conn, principal.tenant_id, snap.generation, (person,), after, limit
+        )
+        if not items and cursor is None:
+            await _sides(conn, principal.tenant_id, snap, person)
+    return _answer(EventPage(items, following), snap)
+
+
+@get(
+    "/v1/relationships/{a:str}/{b:str}",
+    opt={"scope": "projections:read"},
+    summary="Two people's relationship, from a's side",
+)
+async def get_relationship(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    a: FromPath[str],
+    b: FromPath[str],
+) -> Response[Relationship]:
+    if a == b:
+        raise InvalidInput(
+            "a relationship is between two different people", field="b", in_body=False
+        )
+    async with consistent(request, principal.tenant_id) as (conn, snap):
+        sides = await _sides(conn, principal.tenant_id, snap, a)
+        await _sides(conn, principal.tenant_id, snap, b)
+    policy = snap.policy.latest()
+    ranked = {r.b: r for r in relationships_of(a, sides, _now(), policy)}
+    found = ranked.get(b)
+    if found is None:
+        low, high = sorted((a, b))
+        found = relationship(a, side_of(a, low, high, EMPTY), _now(), policy, None)
+    return _answer(found, snap)
+
+
+@get(
+    "/v1/relationships/{a:str}/{b:str}/timeline",
+    opt={"scope": "projections:read"},
+    summary="The events two people share, in the order they happened",
+)
+async def get_pair_timeline(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    a: FromPath[str],
+    b: FromPath[str],
+    cursor: PageCursor = None,
+    limit: Limit = 100,
+) -> Response[EventPage]:
+    after = read.TIMELINE_START if cursor is None else read.decode_timeline_cursor(cursor)
+    async with consistent(request, principal.tenant_id) as (conn, snap):
+        items, following = await read.timeline(
+            conn, principal.tenant_id, snap.generation, (a, b), after, limit
+        )
+        if not items and cursor is None:
+            await _sides(conn, principal.tenant_id, snap, a)
+            await _sides(conn, principal.tenant_id, snap, b)
+    return _answer(EventPage(items, following), snap)
+
+
+ROUTES: Final = [
+    get_person,
+    get_balances,
+    get_relationships,
+    get_reconnect,
+    get_person_timeline,
+    get_relationship,
+    get_pair_timeline,
+]

@@ -1,0 +1,1 @@
+"""Projections: balances, relationships and timelines derived from the log."""

@@ -1,0 +1,431 @@
+"""The projector: follows each tenant's log and keeps the network tables.
+
+Storage adapter around :class:`ledger.projections.core.Fold`. For each batch:
+read the log after the checkpoint (gap-free, the same reader as the API), fold
+it, merge the pair deltas into the stored rows, append timeline rows, and move
+the checkpoint, all in one transaction. A crash therefore never applies an
+event twice or skips one.
+
+Workers coordinate through PostgreSQL alone: each batch runs under a
+transaction-scoped ``pg_try_advisory_xact_lock`` for (projection, tenant). A
+worker that does not get the lock leaves that tenant to the one that has it;
+a killed worker's lock dies with its transaction, and the next poll of any
+other worker takes over. Any number of ``ledger serve`` or ``ledger project``
+processes can run side by side.
+
+A ``policy.changed`` event re-derives the tenant from the start of its log
+(weights depend on the policy in force when each favor happened, strength on
+the latest half-life): rare, and then exactly right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Final
+
+import msgspec
+
+from ledger.events.vocabulary import EVENT_TYPES, PolicyChanged
+from ledger.projections.core import EMPTY, Fold, Pair, PolicyTimeline, ProjectedEvent, merge
+from ledger.projections.core import streams_needing_parties as _streams_needing_parties
+from ledger.store.append import NOTIFY_CHANNEL
+from ledger.store.cursor import Cursor
+from ledger.store.database import Connection, Pool
+
+PROJECTION: Final = "network"
+BATCH_SIZE: Final = 1000
+_log = logging.getLogger("ledger.projector")
+
+_TRY_LOCK: Final = (
+    "SELECT pg_try_advisory_xact_lock(hashtextextended($1::bigint::text || '/' || $2, 1))"
+)
+_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1::bigint::text || '/' || $2, 1))"
+
+_STATE: Final = """
+INSERT INTO projection_state (tenant_id, projection) VALUES ($1, $2)
+ON CONFLICT (tenant_id, projection) DO UPDATE SET projection = EXCLUDED.projection
+RETURNING generation, checkpoint_tx, checkpoint_position, events_applied
+"""
+
+_MOVE_CHECKPOINT: Final = """
+UPDATE projection_state
+SET checkpoint_tx = $3, checkpoint_position = $4, events_applied = events_applied + $5,
+    updated_at = now(), worker = $6
+WHERE tenant_id = $1 AND projection = $2
+"""
+
+# The log after a cursor, up to the commit horizon (see ledger.store.read).
+_EVENTS_AFTER: Final = """
+SELECT id, type, occurred_at, tx_id::text::bigint AS tx_id, position, data
+FROM events
+WHERE tenant_id = $1
+  AND (tx_id, position) > ($2::text::xid8, $3::bigint)
+  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY tx_id, position
+LIMIT $4
+"""
+
+_POLICY_EVENTS: Final = """
+SELECT id, type, occurred_at, tx_id::text::bigint AS tx_id, position, data
+FROM events
+WHERE tenant_id = $1 AND type = 'policy.changed'
+  AND (tx_id, position) <= ($2::text::xid8, $3::bigint)
+"""
+
+_PARTIES: Final = """
+SELECT stream, parties FROM network_parties
+WHERE tenant_id = $1 AND generation = $2 AND stream = ANY($3::text[])
+"""
+
+_PAIRS: Final = """
+SELECT p.a, p.b, p.given_ab, p.given_ba, p.favors_ab, p.favors_ba, p.contacts,
+       p.first_contact, p.last_contact, p.strength_log2, p.counts
+FROM network_pairs p
+JOIN unnest($3::text[], $4::text[]) AS k(a, b) ON p.a = k.a AND p.b = k.b
+WHERE p.tenant_id = $1 AND p.generation = $2
+"""
+
+_UPSERT_PAIRS: Final = """
+INSERT INTO network_pairs (tenant_id, generation, a, b, given_ab, given_ba, favors_ab,
+                           favors_ba, contacts, first_contact, last_contact, strength_log2, counts)
+SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::float8[], $6::float8[], $7::int[],
+                             $8::int[], $9::int[], $10::timestamptz[], $11::timestamptz[],
+                             $12::float8[], $13::jsonb[])
+ON CONFLICT (tenant_id, generation, a, b) DO UPDATE SET
+    given_ab = EXCLUDED.given_ab, given_ba = EXCLUDED.given_ba,
+    favors_ab = EXCLUDED.favors_ab, favors_ba = EXCLUDED.favors_ba,
+    contacts = EXCLUDED.contacts, first_contact = EXCLUDED.first_contact,
+    last_contact = EXCLUDED.last_contact, strength_log2 = EXCLUDED.strength_log2,
+    counts = EXCLUDED.counts
+"""
+
+_INSERT_PARTIES: Final = """
+INSERT INTO network_parties (tenant_id, generation, stream, parties)
+SELECT $1, $2, s, string_to_array(p, chr(31))
+FROM unnest($3::text[], $4::text[]) AS x(s, p)
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_PERSON_TIMELINE: Final = """
+INSERT INTO timeline_person (tenant_id, generation, person, occurred_at, position, event_id)
+SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::bigint[], $6::uuid[])
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_PAIR_TIMELINE: Final = """
+INSERT INTO timeline_pair (tenant_id, generation, a, b, occurred_at, position, event_id)
+SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::bigint[], $7::uuid[])
+ON CONFLICT DO NOTHING
+"""
+
+_DELETE_GENERATION: Final = [
+    f"DELETE FROM {table} WHERE tenant_id = $1 AND generation = $2"
+    for table in ("network_pairs", "network_parties", "timeline_person", "timeline_pair")
+]
+
+
+class State(msgspec.Struct, frozen=True):
+    generation: int
+    checkpoint: Cursor
+    events_applied: int
+
+
+def to_projected(row: Any) -> ProjectedEvent:
+    return ProjectedEvent(
+        id=row["id"],
+        type=row["type"],
+        occurred_at=row["occurred_at"],
+        tx_id=row["tx_id"],
+        position=row["position"],
+        data=msgspec.convert(row["data"], EVENT_TYPES[row["type"]]),
+    )
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def state_of(conn: Connection, tenant_id: int) -> State:
+    row = await conn.fetchrow(_STATE, tenant_id, PROJECTION)
+    assert row is not None
+    return State(
+        row["generation"],
+        Cursor(row["checkpoint_tx"], row["checkpoint_position"]),
+        row["events_applied"],
+    )
+
+
+async def events_after(
+    conn: Connection, tenant_id: int, after: Cursor, limit: int
+) -> list[ProjectedEvent]:
+    rows = await conn.fetch(_EVENTS_AFTER, tenant_id, str(after.tx_id), after.position, limit)
+    return [to_projected(row) for row in rows]
+
+
+async def policies_until(conn: Connection, tenant_id: int, until: Cursor) -> PolicyTimeline:
+    rows = await conn.fetch(_POLICY_EVENTS, tenant_id, str(until.tx_id), until.position)
+    return PolicyTimeline(to_projected(row) for row in rows)
+
+
+async def catch_up(
+    conn: Connection,
+    tenant_id: int,
+    *,
+    batch_size: int = BATCH_SIZE,
+    worker: str | None = None,
+    max_batches: int | None = None,
+) -> int:
+    """Apply the tenant's unprojected events; return how many were applied.
+
+    Returns early (0) when another worker holds the tenant.
+    """
+    applied = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        async with conn.transaction():
+            if not await conn.fetchval(_TRY_LOCK, tenant_id, PROJECTION):
+                return applied
+            state = await state_of(conn, tenant_id)
+            events = await events_after(conn, tenant_id, state.checkpoint, batch_size)
+            if not events:
+                return applied
+            if any(isinstance(e.data, PolicyChanged) for e in events):
+                head = Cursor(events[-1].tx_id, events[-1].position)
+                count = await refold(conn, tenant_id, state.generation, head)
+                await _move(conn, tenant_id, head, count - state.events_applied, worker)
+            else:
+                await apply_batch(conn, tenant_id, state.generation, events)
+                last = events[-1]
+                await _move(conn, tenant_id, Cursor(last.tx_id, last.position), len(events), worker)
+        applied += len(events)
+        batches += 1
+    return applied
+
+
+async def _move(
+    conn: Connection, tenant_id: int, to: Cursor, applied: int, worker: str | None
+) -> None:
+    await conn.execute(
+        _MOVE_CHECKPOINT,
+        tenant_id,
+        PROJECTION,
+        to.tx_id,
+        to.position,
+        applied,
+        worker or worker_name(),
+    )
+
+
+async def apply_batch(
+    conn: Connection, tenant_id: int, generation: int, events: list[ProjectedEvent]
+) -> None:
+    """Fold ``events`` and merge the result into the stored rows of ``generation``."""
+    last = events[-1]
+    policies = await policies_until(conn, tenant_id, Cursor(last.tx_id, last.position))
+    needed = sorted(set(_streams_needing_parties(events)))
+    known = {
+        row["stream"]: tuple(row["parties"])
+        for row in (await conn.fetch(_PARTIES, tenant_id, generation, needed) if needed else [])
+    }
+    fold = Fold(policies, known)
+    fold.apply_all(events)
+    keys = sorted(fold.pairs)
+    stored = {
+        (row["a"], row["b"]): pair_of(row)
+        for row in await conn.fetch(
+            _PAIRS, tenant_id, generation, [k[0] for k in keys], [k[1] for k in keys]
+        )
+    }
+    merged = {k: merge(stored.get(k, EMPTY), delta) for k, delta in fold.pairs.items()}
+    await write(conn, tenant_id, generation, fold, merged)
+
+
+async def write(
+    conn: Connection,
+    tenant_id: int,
+    generation: int,
+    fold: Fold,
+    pairs: dict[tuple[str, str], Pair],
+) -> None:
+    """Store pairs (replacing), new parties and timeline rows of a fold."""
+    if pairs:
+        keys = list(pairs)
+        rows = [pairs[k] for k in keys]
+        await conn.execute(
+            _UPSERT_PAIRS,
+            tenant_id,
+            generation,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [p.given_ab for p in rows],
+            [p.given_ba for p in rows],
+            [p.favors_ab for p in rows],
+            [p.favors_ba for p in rows],
+            [p.contacts for p in rows],
+            [p.first_contact for p in rows],
+            [p.last_contact for p in rows],
+            [p.strength_log2 for p in rows],
+            [msgspec.json.encode(p.counts) for p in rows],
+        )
+    if fold.new_parties:
+        streams = list(fold.new_parties)
+        await conn.execute(
+            _INSERT_PARTIES,
+            tenant_id,
+            generation,
+            streams,
+            ["\x1f".join(fold.new_parties[s]) for s in streams],
+        )
+    if fold.person_timeline:
+        await conn.execute(
+            _INSERT_PERSON_TIMELINE,
+            tenant_id,
+            generation,
+            *_columns(
+                (person, e.occurred_at, e.position, e.event_id)
+                for person, e in fold.person_timeline
+            ),
+        )
+    if fold.pair_timeline:
+        await conn.execute(
+            _INSERT_PAIR_TIMELINE,
+            tenant_id,
+            generation,
+            *_columns(
+                (pair[0], pair[1], e.occurred_at, e.position, e.event_id)
+                for pair, e in fold.pair_timeline
+            ),
+        )
+    fold.person_timeline.clear()
+    fold.pair_timeline.clear()
+    fold.new_parties.clear()
+
+
+def _columns(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def pair_of(row: Any) -> Pair:
+    return Pair(
+        given_ab=row["given_ab"],
+        given_ba=row["given_ba"],
+        favors_ab=row["favors_ab"],
+        favors_ba=row["favors_ba"],
+        contacts=row["contacts"],
+        first_contact=row["first_contact"],
+        last_contact=row["last_contact"],
+        strength_log2=row["strength_log2"],
+        counts=row["counts"],
+    )
+
+
+async def refold(
+    conn: Connection,
+    tenant_id: int,
+    generation: int,
+    until: Cursor,
+    *,
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 5000,
+) -> int:
+    """Re-derive ``generation`` of a tenant from the start of its log up to ``until``.
+
+    State is held in memory per pair (not the log: events stream through in
+    batches), timeline rows are written as they come. Returns events folded.
+    """
+    for statement in _DELETE_GENERATION:
+        await conn.execute(statement, tenant_id, generation)
+    fold = Fold(await policies_until(conn, tenant_id, until))
+    cursor = Cursor(0, 0)
+    folded = 0
+    while cursor < until:
+        events = [
+            e
+            for e in await events_after(conn, tenant_id, cursor, batch_size)
+            if Cursor(e.tx_id, e.position) <= until
+        ]
+        if not events:
+            break
+        fold.apply_all(events)
+        await write(conn, tenant_id, generation, fold, {})
+        folded += len(events)
+        cursor = Cursor(events[-1].tx_id, events[-1].position)
+        if progress is not None:
+            progress(len(events))
+    await write(conn, tenant_id, generation, fold, fold.pairs)
+    return folded
+
+
+async def tenants_behind(conn: Connection) -> list[int]:
+    """Tenants whose log has events beyond their checkpoint."""
+    rows = await conn.fetch(
+        """
+        SELECT t.tenant_id FROM tenants t
+        LEFT JOIN projection_state s ON s.tenant_id = t.tenant_id AND s.projection = $1
+        WHERE EXISTS (
+            SELECT 1 FROM events e
+            WHERE e.tenant_id = t.tenant_id
+              AND (e.tx_id, e.position) >
+                  (coalesce(s.checkpoint_tx, 0)::text::xid8, coalesce(s.checkpoint_position, 0))
+              AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+        )
+        ORDER BY t.tenant_id
+        """,
+        PROJECTION,
+    )
+    return [row["tenant_id"] for row in rows]
+
+
+async def run(pool: Pool, *, poll_interval: float = 1.0, stop: asyncio.Event | None = None) -> None:
+    """Keep every tenant's projections caught up until ``stop`` is set.
+
+    Woken by LISTEN/NOTIFY after appends; polls as well, so a missed
+    notification (or one from another worker's crash) delays nothing for long.
+    """
+    stop = stop or asyncio.Event()
+    wake = asyncio.Event()
+    worker = worker_name()
+    async with _listening(pool, wake):
+        while not stop.is_set():
+            wake.clear()
+            try:
+                async with pool.acquire() as conn:
+                    for tenant_id in await tenants_behind(conn):
+                        await catch_up(conn, tenant_id, worker=worker)
+            except Exception:
+                _log.exception("projector pass failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(wake, stop), timeout=poll_interval)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+@contextlib.asynccontextmanager
+async def _listening(pool: Pool, wake: asyncio.Event) -> AsyncIterator[None]:
+    def notified(*_: object) -> None:
+        wake.set()
+
+    conn = await pool.acquire()
+    try:
+        await conn.add_listener(NOTIFY_CHANNEL, notified)
+    except Exception:
+        await pool.release(conn)
+        raise
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(NOTIFY_CHANNEL, notified)
+        await pool.release(conn)
