@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from ledger.cli.progress import Progress
 from ledger.config import Settings
-from ledger.errors import LedgerError
-from ledger.store.database import Connection, connect, resolve_url
+from ledger.errors import LedgerError, NotFound
+from ledger.projections import projector
+from ledger.projections.projector import PROJECTION
+from ledger.store.database import Connection, connect, create_pool, resolve_url
 from ledger.store.migrate import upgrade
 from ledger.tenants.keys import SCOPES, create_key, list_keys, revoke_key
 
@@ -56,7 +60,60 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="interface to listen on (default: LEDGER_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: LEDGER_PORT or 8000)")
+    serve.add_argument(
+        "--no-projector",
+        action="store_true",
+        help="do not run the projector in this process (run `ledger project` workers instead)",
+    )
     serve.set_defaults(run=_serve)
+
+    project = commands.add_parser(
+        "project",
+        help="run a projector worker (any number can run beside each other and the API)",
+        description=(
+            "Keep every tenant's projections caught up with its log until interrupted. "
+            "Workers coordinate through PostgreSQL: each tenant is processed by one worker at "
+            "a time, and a stopped worker's tenants are taken over. " + _DATABASE_HELP
+        ),
+    )
+    project.add_argument(
+        "--poll", type=float, default=1.0, help="seconds between polls besides notifications"
+    )
+    project.set_defaults(run=_project)
+
+    projections = commands.add_parser(
+        "projections",
+        help="projection status and rebuilds",
+        description="Inspect and rebuild projections.",
+    )
+    projection_commands = projections.add_subparsers(title="projection commands", metavar="COMMAND")
+    projections.set_defaults(run=lambda args, settings: _usage(projections))
+    show = projection_commands.add_parser(
+        "status",
+        help="each tenant's checkpoint, lag (events and seconds) and worker",
+        description="Show where each tenant's projections stand against its log.",
+    )
+    show.add_argument("--tenant", help="only this tenant")
+    show.set_defaults(run=_projections_status)
+    rebuild = projection_commands.add_parser(
+        "rebuild",
+        help="re-derive projections from the log without downtime",
+        description=(
+            "Re-derive a projection from position 0 into fresh rows while the API keeps "
+            "serving the old ones, catch up with the live log, then switch atomically. "
+            "Shows a progress bar with events/s and ETA."
+        ),
+    )
+    rebuild.add_argument(
+        "name",
+        nargs="?",
+        default=PROJECTION,
+        choices=[PROJECTION],
+        help=f"the projection (default and only one so far: {PROJECTION}: balances, "
+        "relationships, timelines)",
+    )
+    rebuild.add_argument("--tenant", help="only this tenant (default: every tenant)")
+    rebuild.set_defaults(run=_projections_rebuild)
 
     migrate = commands.add_parser(
         "migrate",
@@ -141,7 +198,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     url = _url(settings)
     print(f"ledger: database: {where}", file=sys.stderr)
     print(f"ledger: serving http://{host}:{port}  (health: /health, API: /v1)", file=sys.stderr)
-    app = create_app(url, pool_size=settings.pool_size, max_body_bytes=settings.max_body_bytes)
+    app = create_app(
+        url,
+        pool_size=settings.pool_size,
+        max_body_bytes=settings.max_body_bytes,
+        run_projector=not args.no_projector,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     return 0
 
@@ -177,4 +239,68 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     _with_connection(settings, lambda conn: revoke_key(conn, args.key_id))
     print(f"revoked key {args.key_id}")
+    return 0
+
+
+def _project(args: argparse.Namespace, settings: Settings) -> int:
+    url = _url(settings)
+    upgrade(url)
+
+    async def work() -> None:
+        pool = await create_pool(url, size=4)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        print(
+            f"ledger: projector {projector.worker_name()} running; Ctrl-C stops it", file=sys.stderr
+        )
+        try:
+            await projector.run(pool, poll_interval=args.poll, stop=stop)
+        finally:
+            await pool.close()
+
+    asyncio.run(work())
+    return 0
+
+
+def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _with_connection(settings, lambda conn: projector.status(conn, args.tenant))
+    if not rows:
+        print("no tenants yet")
+        return 0
+    print(
+        f"{'TENANT':<20} {'PROJECTION':<10} {'GEN':>4} {'APPLIED':>10} {'LAG':>8} "
+        f"{'LAG S':>8}  WORKER"
+    )
+    for row in rows:
+        lag_s = "-" if row.lag_seconds is None else f"{row.lag_seconds:.1f}"
+        print(
+            f"{row.tenant:<20} {row.projection:<10} {row.generation:>4} "
+            f"{row.events_applied:>10,} {row.lag_events:>8,} {lag_s:>8}  {row.worker or '-'}"
+        )
+    return 0
+
+
+def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(conn: Connection) -> list[tuple[str, int, float]]:
+        tenants = await conn.fetch(
+            "SELECT tenant_id, name FROM tenants WHERE $1::text IS NULL OR name = $1 ORDER BY name",
+            args.tenant,
+        )
+        if not tenants:
+            raise NotFound(f"no tenant named {args.tenant!r}; `ledger keys list` shows them")
+        done = []
+        for tenant in tenants:
+            bar = Progress(f"{tenant['name']}")
+            folded = await projector.rebuild(conn, tenant["tenant_id"], progress=bar)
+            done.append((tenant["name"], folded, bar.finish()))
+        return done
+
+    for name, folded, seconds in _with_connection(settings, work):
+        rate = folded / seconds if seconds > 0 else 0.0
+        print(
+            f"rebuilt {args.name} for {name}: {folded:,} events in {seconds:.1f} s "
+            f"({rate:,.0f} ev/s)"
+        )
     return 0

@@ -26,6 +26,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime
 from typing import Any, Final
 
 import msgspec
@@ -194,14 +195,10 @@ async def catch_up(
             events = await events_after(conn, tenant_id, state.checkpoint, batch_size)
             if not events:
                 return applied
-            if any(isinstance(e.data, PolicyChanged) for e in events):
-                head = Cursor(events[-1].tx_id, events[-1].position)
-                count = await refold(conn, tenant_id, state.generation, head)
-                await _move(conn, tenant_id, head, count - state.events_applied, worker)
-            else:
-                await apply_batch(conn, tenant_id, state.generation, events)
-                last = events[-1]
-                await _move(conn, tenant_id, Cursor(last.tx_id, last.position), len(events), worker)
+            head = Cursor(events[-1].tx_id, events[-1].position)
+            total = await advance(conn, tenant_id, state.generation, events)
+            counted = len(events) if total is None else total - state.events_applied
+            await _move(conn, tenant_id, head, counted, worker)
         applied += len(events)
         batches += 1
     return applied
@@ -219,6 +216,21 @@ async def _move(
         applied,
         worker or worker_name(),
     )
+
+
+async def advance(
+    conn: Connection, tenant_id: int, generation: int, events: list[ProjectedEvent]
+) -> int | None:
+    """Apply a batch; a policy change among it re-derives the generation instead.
+
+    Returns the number of events the generation now reflects when it was
+    re-derived, None when the batch was merged in.
+    """
+    if any(isinstance(e.data, PolicyChanged) for e in events):
+        until = Cursor(events[-1].tx_id, events[-1].position)
+        return await refold(conn, tenant_id, generation, until)
+    await apply_batch(conn, tenant_id, generation, events)
+    return None
 
 
 async def apply_batch(
@@ -429,3 +441,141 @@ async def _listening(pool: Pool, wake: asyncio.Event) -> AsyncIterator[None]:
         with contextlib.suppress(Exception):
             await conn.remove_listener(NOTIFY_CHANNEL, notified)
         await pool.release(conn)
+
+
+class Status(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    projection: str
+    generation: int
+    checkpoint: str
+    events_applied: int
+    lag_events: int
+    lag_seconds: float | None
+    worker: str | None
+    updated_at: datetime | None
+
+
+_STATUS: Final = """
+SELECT t.tenant_id, t.name, s.generation, s.checkpoint_tx, s.checkpoint_position,
+       s.events_applied, s.worker, s.updated_at,
+       lag.events AS lag_events,
+       extract(epoch FROM clock_timestamp() - lag.oldest)::float8 AS lag_seconds
+FROM tenants t
+LEFT JOIN projection_state s ON s.tenant_id = t.tenant_id AND s.projection = $1
+CROSS JOIN LATERAL (
+    SELECT count(*) AS events, min(e.recorded_at) AS oldest
+    FROM events e
+    WHERE e.tenant_id = t.tenant_id
+      AND (e.tx_id, e.position) >
+          (coalesce(s.checkpoint_tx, 0)::text::xid8, coalesce(s.checkpoint_position, 0))
+) AS lag
+WHERE $2::text IS NULL OR t.name = $2
+ORDER BY t.name
+"""
+
+
+async def status(conn: Connection, tenant: str | None = None) -> list[Status]:
+    """Each tenant's checkpoint and how far behind its log it is (events, seconds)."""
+    return [
+        Status(
+            tenant=row["name"],
+            projection=PROJECTION,
+            generation=row["generation"] or 1,
+            checkpoint=Cursor(row["checkpoint_tx"] or 0, row["checkpoint_position"] or 0).encode(),
+            events_applied=row["events_applied"] or 0,
+            lag_events=row["lag_events"],
+            lag_seconds=row["lag_seconds"] if row["lag_events"] else 0.0,
+            worker=row["worker"],
+            updated_at=row["updated_at"],
+        )
+        for row in await conn.fetch(_STATUS, PROJECTION, tenant)
+    ]
+
+
+_HEAD: Final = """
+SELECT tx_id::text::bigint AS tx_id, position FROM events
+WHERE tenant_id = $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY tx_id DESC, position DESC LIMIT 1
+"""
+
+_COUNT_UNTIL: Final = """
+SELECT count(*) FROM events
+WHERE tenant_id = $1 AND (tx_id, position) <= ($2::text::xid8, $3::bigint)
+"""
+
+_SWAP: Final = """
+UPDATE projection_state
+SET generation = $3, checkpoint_tx = $4, checkpoint_position = $5, events_applied = $6,
+    updated_at = now(), worker = $7
+WHERE tenant_id = $1 AND projection = $2
+"""
+
+
+async def rebuild(
+    conn: Connection,
+    tenant_id: int,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 5000,
+) -> int:
+    """Re-derive a tenant into a fresh generation while reads use the live one, then swap.
+
+    1. fold the log from the start into generation g+1, committing as it goes
+       (no long transaction: that would hold back the commit horizon for everyone);
+    2. catch the new generation up with what was appended meanwhile;
+    3. under the tenant's projector lock, apply the last events and switch reads
+       to g+1 in one transaction; then drop generation g.
+
+    ``progress(done, total)`` is called after each batch. Returns events folded.
+    """
+    async with conn.transaction():
+        current = (await state_of(conn, tenant_id)).generation
+    fresh = current + 1
+    for statement in _DELETE_GENERATION:
+        await conn.execute(statement, tenant_id, fresh)
+    head_row = await conn.fetchrow(_HEAD, tenant_id)
+    head = Cursor(0, 0) if head_row is None else Cursor(head_row["tx_id"], head_row["position"])
+    total = await conn.fetchval(_COUNT_UNTIL, tenant_id, str(head.tx_id), head.position)
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done, total
+        done += n
+        total = max(total, done)
+        if progress is not None:
+            progress(done, total)
+
+    await refold(conn, tenant_id, fresh, head, progress=step, batch_size=batch_size)
+    cursor = head
+    while True:  # catch up with appends made during the fold
+        async with conn.transaction():
+            events = await events_after(conn, tenant_id, cursor, batch_size)
+            if events:
+                await advance(conn, tenant_id, fresh, events)
+        if events:
+            cursor = Cursor(events[-1].tx_id, events[-1].position)
+            total += len(events)
+            step(len(events))
+        if len(events) < batch_size:
+            break
+    async with conn.transaction():
+        await conn.execute(_LOCK, tenant_id, PROJECTION)
+        while events := await events_after(conn, tenant_id, cursor, batch_size):
+            await advance(conn, tenant_id, fresh, events)
+            cursor = Cursor(events[-1].tx_id, events[-1].position)
+            total += len(events)
+            step(len(events))
+        applied = await conn.fetchval(_COUNT_UNTIL, tenant_id, str(cursor.tx_id), cursor.position)
+        await conn.execute(
+            _SWAP,
+            tenant_id,
+            PROJECTION,
+            fresh,
+            cursor.tx_id,
+            cursor.position,
+            applied,
+            worker_name(),
+        )
+    for statement in _DELETE_GENERATION:
+        await conn.execute(statement, tenant_id, current)
+    return done
