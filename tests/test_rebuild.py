@@ -106,6 +106,7 @@ async def test_a_killed_server_recovers_to_projections_equal_to_a_rebuild(
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {tenant.key}"}
     acknowledged: list[str] = []
+    enough = threading.Event()
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -136,6 +137,8 @@ async def test_a_killed_server_recovers_to_projections_equal_to_a_rebuild(
                 return
             if response.status_code == 201:
                 acknowledged.append(response.json()["cursor"])
+                if len(acknowledged) >= 60:
+                    enough.set()
 
     server = start()
     try:
@@ -143,8 +146,7 @@ async def test_a_killed_server_recovers_to_projections_equal_to_a_rebuild(
         halt = threading.Event()
         writer = threading.Thread(target=appender, args=(halt,))
         writer.start()
-        while len(acknowledged) < 60:
-            await asyncio.sleep(0.01)
+        assert await asyncio.to_thread(enough.wait, 60), "the appends did not get going"
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
         halt.set()
