@@ -18,8 +18,10 @@ from litestar.testing import AsyncTestClient
 
 from ledger.api.app import create_app
 from ledger.events.envelope import decode_batch
+from ledger.events.vocabulary import EVENT_TYPES
 from ledger.projections.core import Fold, Pair, PolicyTimeline, ProjectedEvent
 from ledger.projections.projector import catch_up, refold, state_of
+from ledger.scenario import Scenario
 from ledger.store.append import append
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection, Pool
@@ -410,3 +412,21 @@ async def test_projection_reads_need_their_scope(client: Client, pool: Pool, pat
 
     writer = await make_tenant(pool, ["events:write", "events:read"])
     assert_problem(await client.get(path, headers=writer.headers), 403)
+
+
+async def test_a_generated_network_projects_live_as_a_replay_does(
+    pool: Pool, tenant: Tenant
+) -> None:
+    """The benchmarks' scenario generator: every type, skewed activity, back-filled dates."""
+    generated = [g.wire for g in Scenario(people=60, seed=4).events(1500)]
+    assert {e["type"] for e in generated} == set(EVENT_TYPES)
+    async with pool.acquire() as conn:
+        for i in range(0, len(generated), 250):
+            result, _ = await append(conn, tenant.id, new_events(*generated[i : i + 250]))
+        await settle(conn, tenant.id, Cursor.decode(result.cursor))
+        state = await state_of(conn, tenant.id)
+        live = await dump(conn, tenant.id, state.generation)
+        async with conn.transaction():
+            await refold(conn, tenant.id, 95, state.checkpoint)
+            assert live == await dump(conn, tenant.id, 95)
+    assert state.events_applied == len(generated)
