@@ -1,0 +1,129 @@
+"""Projection rebuild rate beside a raw scan of the same events, and read latencies.
+
+The log is bulk-loaded (COPY) from the shared scenario generator; then, in the
+same run on the same PostgreSQL:
+
+- ``scan``: the tenant's log read in the projector's order and batch size,
+  decoding nothing beyond what asyncpg does: the floor for any rebuild;
+- ``rebuild``: ``ledger projections rebuild`` for the tenant (fold, write,
+  catch up, swap);
+- reads: p50/p99 of balance and timeline requests through the ASGI app
+  (no network), for people drawn by activity.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar.testing import AsyncTestClient
+
+from ledger.api.app import create_app
+from ledger.projections.projector import rebuild
+from ledger.scenario import Scenario
+from ledger.store.database import connect
+from ledger.tenants.keys import create_key
+
+_COLUMNS = ("tenant_id", "id", "stream", "version", "type", "occurred_at", "data", "people")
+_SCAN = """
+SELECT id, type, occurred_at, tx_id::text::bigint AS tx_id, position, data
+FROM events
+WHERE tenant_id = $1 AND (tx_id, position) > ($2::text::xid8, $3::bigint)
+  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY tx_id, position
+LIMIT $4
+"""
+
+
+async def load(url: str, tenant: str, count: int, people: int) -> tuple[int, str, float]:
+    """Bulk-load ``count`` generated events; return (tenant id, API key, seconds)."""
+    conn = await connect(url)
+    try:
+        _, key = await create_key(conn, tenant, [])
+        tenant_id: int = await conn.fetchval(
+            "SELECT tenant_id FROM tenants WHERE name = $1", tenant
+        )
+        versions: dict[str, int] = {}
+        started = time.perf_counter()
+        rows: list[tuple[Any, ...]] = []
+        encode = msgspec.json.encode
+        for generated in Scenario(people=people, seed=7).events(count):
+            wire = generated.wire
+            version = versions[generated.stream] = versions.get(generated.stream, 0) + 1
+            rows.append(
+                (
+                    tenant_id,
+                    uuid.UUID(wire["id"]),
+                    generated.stream,
+                    version,
+                    wire["type"],
+                    datetime.fromisoformat(wire["occurred_at"]),
+                    encode(wire["data"]),
+                    encode(generated.people),
+                )
+            )
+            if len(rows) == 50_000:
+                await conn.copy_records_to_table("events", records=rows, columns=_COLUMNS)
+                rows.clear()
+        if rows:
+            await conn.copy_records_to_table("events", records=rows, columns=_COLUMNS)
+        return tenant_id, key, time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def scan(url: str, tenant_id: int, batch: int = 5000) -> tuple[int, float]:
+    conn = await connect(url)
+    try:
+        started = time.perf_counter()
+        seen, tx, position = 0, 0, 0
+        while rows := await conn.fetch(_SCAN, tenant_id, str(tx), position, batch):
+            seen += len(rows)
+            tx, position = rows[-1]["tx_id"], rows[-1]["position"]
+        return seen, time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def rebuild_once(url: str, tenant_id: int) -> tuple[int, float]:
+    conn = await connect(url)
+    try:
+        started = time.perf_counter()
+        folded = await rebuild(conn, tenant_id)
+        return folded, time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+def percentile(samples: list[float], share: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def read_latencies(url: str, key: str, people: int, reads: int) -> dict[str, float]:
+    """p50/p99 (ms) of balance and timeline reads for people drawn by activity."""
+    rng = random.Random(3)
+    weights = [1.0 / (rank + 1) ** 0.8 for rank in range(people)]
+    chosen = rng.choices([f"u{n}" for n in range(people)], weights, k=reads)
+    headers = {"Authorization": f"Bearer {key}"}
+    app = create_app(url, migrate=False, run_projector=False, pool_size=4)
+    results: dict[str, float] = {}
+    async with AsyncTestClient(app=app) as client:
+        for name, path in (
+            ("balance", "/v1/people/{}/balances"),
+            ("timeline", "/v1/people/{}/timeline"),
+        ):
+            timings: list[float] = []
+            for person in chosen:
+                started = time.perf_counter()
+                response = await client.get(path.format(person), headers=headers)
+                timings.append((time.perf_counter() - started) * 1000)
+                assert response.status_code in (200, 404), response.text
+            results[f"{name}_p50_ms"] = statistics.median(timings)
+            results[f"{name}_p99_ms"] = percentile(timings, 0.99)
+    return results
