@@ -170,3 +170,42 @@ async def test_a_killed_server_recovers_to_projections_equal_to_a_rebuild(
         async with conn.transaction():
             await refold(conn, tenant.id, 96, state.checkpoint)
             assert live == await dump(conn, tenant.id, 96)
+
+
+def project_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ledger.cli", "project", "--poll", "0.05"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_two_project_workers_share_the_work_without_double_applying(
+    database_url: str, pool: Pool, tenant: Tenant
+) -> None:
+    env = env_with(LEDGER_DATABASE_URL=database_url)
+    workers = [project_worker(env) for _ in range(2)]
+    try:
+        history = _fixed_history()
+        async with pool.acquire() as conn:
+            for i in range(0, len(history), 5):
+                result, _ = await append(conn, tenant.id, new_events(*history[i : i + 5]))
+            head = Cursor.decode(result.cursor)
+            for _ in range(1000):
+                if (await state_of(conn, tenant.id)).checkpoint >= head:
+                    break
+                await asyncio.sleep(0.02)
+            state = await state_of(conn, tenant.id)
+            assert state.checkpoint >= head, "the workers never caught up"
+            assert state.events_applied == len(history)
+            assert state.generation == 1
+            live = await dump(conn, tenant.id, 1)
+            async with conn.transaction():
+                await refold(conn, tenant.id, 94, state.checkpoint)
+                assert live == await dump(conn, tenant.id, 94)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            assert worker.wait(timeout=30) == 0
