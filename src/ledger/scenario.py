@@ -13,25 +13,15 @@ import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
-from ledger.events.vocabulary import EVENT_TYPES
+from ledger.events.vocabulary import EVENT_TYPES, FavorKind
 
 START = datetime(2023, 1, 1, tzinfo=UTC)
 
-_FAVOR_KINDS = (
-    "introduction",
-    "referral",
-    "advice",
-    "review",
-    "resume_forward",
-    "contacts",
-    "endorsement",
-    "money",
-    "other",
-)
+_FAVOR_KINDS = get_args(FavorKind)
 
 
 class Generated(msgspec.Struct, frozen=True):

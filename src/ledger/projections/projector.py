@@ -83,9 +83,11 @@ SELECT stream, parties FROM network_parties
 WHERE tenant_id = $1 AND generation = $2 AND stream = ANY($3::text[])
 """
 
-_PAIRS: Final = """
-SELECT p.a, p.b, p.given_ab, p.given_ba, p.favors_ab, p.favors_ba, p.contacts,
-       p.first_contact, p.last_contact, p.strength_log2, p.counts
+PAIR_COLUMNS: Final = """p.a, p.b, p.given_ab, p.given_ba, p.favors_ab, p.favors_ba, p.contacts,
+       p.first_contact, p.last_contact, p.strength_log2, p.counts"""
+
+_PAIRS: Final = f"""
+SELECT {PAIR_COLUMNS}
 FROM network_pairs p
 JOIN unnest($3::text[], $4::text[]) AS k(a, b) ON p.a = k.a AND p.b = k.b
 WHERE p.tenant_id = $1 AND p.generation = $2

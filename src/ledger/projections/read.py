@@ -11,7 +11,7 @@ import msgspec
 
 from ledger.errors import InvalidInput
 from ledger.projections.core import Pair, PolicyTimeline
-from ledger.projections.projector import PROJECTION, pair_of, policies_until
+from ledger.projections.projector import PAIR_COLUMNS, PROJECTION, pair_of, policies_until
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection
 from ledger.store.read import ENVELOPE_COLUMNS, Envelope, envelope_of
@@ -30,18 +30,16 @@ SELECT generation, checkpoint_tx, checkpoint_position
 FROM projection_state WHERE tenant_id = $1 AND projection = $2
 """
 
-_PAIRS_OF: Final = """
-SELECT a, b, given_ab, given_ba, favors_ab, favors_ba, contacts, first_contact, last_contact,
-       strength_log2, counts
-FROM network_pairs
-WHERE tenant_id = $1 AND generation = $2 AND (a = $3 OR b = $3)
+_PAIRS_OF: Final = f"""
+SELECT {PAIR_COLUMNS}
+FROM network_pairs p
+WHERE p.tenant_id = $1 AND p.generation = $2 AND (p.a = $3 OR p.b = $3)
 """
 
-_PAIR: Final = """
-SELECT a, b, given_ab, given_ba, favors_ab, favors_ba, contacts, first_contact, last_contact,
-       strength_log2, counts
-FROM network_pairs
-WHERE tenant_id = $1 AND generation = $2 AND a = $3 AND b = $4
+_PAIR: Final = f"""
+SELECT {PAIR_COLUMNS}
+FROM network_pairs p
+WHERE p.tenant_id = $1 AND p.generation = $2 AND p.a = $3 AND p.b = $4
 """
 
 _KNOWN: Final = """
