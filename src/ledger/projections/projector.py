@@ -50,7 +50,7 @@ _LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended($1::bigint::text |
 _STATE: Final = """
 INSERT INTO projection_state (tenant_id, projection) VALUES ($1, $2)
 ON CONFLICT (tenant_id, projection) DO UPDATE SET projection = EXCLUDED.projection
-RETURNING generation, checkpoint_tx, checkpoint_position, events_applied
+RETURNING generation, checkpoint_tx, checkpoint_position, events_applied, worker
 """
 
 _MOVE_CHECKPOINT: Final = """
@@ -136,6 +136,7 @@ class State(msgspec.Struct, frozen=True):
     generation: int
     checkpoint: Cursor
     events_applied: int
+    worker: str | None
 
 
 def to_projected(row: Any) -> ProjectedEvent:
@@ -160,6 +161,7 @@ async def state_of(conn: Connection, tenant_id: int) -> State:
         row["generation"],
         Cursor(row["checkpoint_tx"], row["checkpoint_position"]),
         row["events_applied"],
+        row["worker"],
     )
 
 
