@@ -13,6 +13,7 @@ same run on the same PostgreSQL:
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 import time
@@ -111,6 +112,7 @@ async def read_latencies(url: str, key: str, people: int, reads: int) -> dict[st
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(people)]
     chosen = rng.choices([f"u{n}" for n in range(people)], weights, k=reads)
     headers = {"Authorization": f"Bearer {key}"}
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(url, migrate=False, run_projector=False, pool_size=4)
     results: dict[str, float] = {}
     async with AsyncTestClient(app=app) as client:
