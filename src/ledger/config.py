@@ -19,6 +19,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int
     pool_size: int
     max_body_bytes: int
+    min_cursor_wait: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -30,6 +31,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             port=_int(env, "LEDGER_PORT", 8000),
             pool_size=_int(env, "LEDGER_DB_POOL_SIZE", 16),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024),
+            min_cursor_wait=_float(env, "LEDGER_MIN_CURSOR_WAIT", 5.0),
         )
 
 
@@ -41,3 +43,16 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise SystemExit(f"{name} must not be negative, got {raw!r}")
+    return value

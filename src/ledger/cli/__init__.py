@@ -203,6 +203,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         pool_size=settings.pool_size,
         max_body_bytes=settings.max_body_bytes,
         run_projector=not args.no_projector,
+        min_cursor_wait=settings.min_cursor_wait,
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     return 0
