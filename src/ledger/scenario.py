@@ -10,6 +10,7 @@ generated earlier), as apps that import history do.
 from __future__ import annotations
 
 import random
+from itertools import accumulate
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ class Scenario:
     def __init__(self, *, people: int = 1000, seed: int = 1, days: int = 1000) -> None:
         self.rng = random.Random(seed)
         self.people = [f"u{n}" for n in range(people)]
-        self.weights = [1.0 / (rank + 1) ** 0.8 for rank in range(people)]
+        self.cumulative = list(accumulate(1.0 / (rank + 1) ** 0.8 for rank in range(people)))
         self.days = days
         self._open_favors: list[tuple[str, str, str, str]] = []
         self._open_intros: list[tuple[str, str, str, str]] = []
@@ -48,7 +49,7 @@ class Scenario:
         self._n = 0
 
     def _someone(self) -> str:
-        return self.rng.choices(self.people, self.weights)[0]
+        return self.rng.choices(self.people, cum_weights=self.cumulative)[0]
 
     def _two(self) -> tuple[str, str]:
         a = self._someone()
@@ -229,7 +230,7 @@ class Scenario:
                 "person.registered", {"person": person, "display_name": person.upper()}, at
             )
         if roll < 0.999 and self._registered - self._forgotten:
-            person = sorted(self._registered - self._forgotten)[0]
+            person = min(self._registered - self._forgotten)
             self._forgotten.add(person)
             return self._make("person.forgotten", {"person": person}, at)
         return self._make("policy.changed", {"dormancy_days": self.rng.choice([270, 365, 500])}, at)
