@@ -76,8 +76,22 @@ class Scenario:
         return START + timedelta(days=day, seconds=self.rng.randrange(86400))
 
     def events(self, count: int) -> Iterator[Generated]:
+        """``count`` events; the tenant's policy changes twice along the way (rarely, as
+        in life: each change re-derives a tenant's projections)."""
+        changes = {count // 3, 2 * count // 3}
         for i in range(count):
-            yield self._next(i / max(count, 1))
+            progress = i / max(count, 1)
+            if i in changes:
+                yield self._policy_change(progress)
+            else:
+                yield self._next(progress)
+
+    def _policy_change(self, progress: float) -> Generated:
+        return self._make(
+            "policy.changed",
+            {"dormancy_days": self.rng.choice([270, 500]), "weights": {"advice": 1.5}},
+            self._when(progress),
+        )
 
     def _next(self, progress: float) -> Generated:
         self._n += 1
@@ -233,7 +247,8 @@ class Scenario:
             person = min(self._registered - self._forgotten)
             self._forgotten.add(person)
             return self._make("person.forgotten", {"person": person}, at)
-        return self._make("policy.changed", {"dormancy_days": self.rng.choice([270, 365, 500])}, at)
+        a, b = self._two()
+        return self._make("gratitude.expressed", {"from": a, "to": b}, at)
 
     def _make(self, type_: str, data: dict[str, Any], at: datetime) -> Generated:
         # The vocabulary itself says which stream and people an event has.
