@@ -10,10 +10,10 @@ generated earlier), as apps that import history do.
 from __future__ import annotations
 
 import random
-from itertools import accumulate
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any, get_args
 
 import msgspec
