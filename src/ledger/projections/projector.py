@@ -37,6 +37,7 @@ from ledger.projections.core import streams_needing_parties as _streams_needing_
 from ledger.store.append import NOTIFY_CHANNEL
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection, Pool
+from ledger.store.read import VISIBLE
 
 PROJECTION: Final = "network"
 BATCH_SIZE: Final = 1000
@@ -61,13 +62,13 @@ WHERE tenant_id = $1 AND projection = $2
 """
 
 # The log after a cursor, up to the commit horizon (see ledger.store.read).
-_EVENTS_AFTER: Final = """
-SELECT id, type, occurred_at, tx_id::text::bigint AS tx_id, position, data
-FROM events
-WHERE tenant_id = $1
-  AND (tx_id, position) > ($2::text::xid8, $3::bigint)
-  AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY tx_id, position
+_EVENTS_AFTER: Final = f"""
+SELECT e.id, e.type, e.occurred_at, e.tx_id::text::bigint AS tx_id, e.position, e.data
+FROM events e
+WHERE e.tenant_id = $1
+  AND (e.tx_id, e.position) > ($2::text::xid8, $3::bigint)
+  AND e.{VISIBLE}
+ORDER BY e.tx_id, e.position  -- the column, not the bigint alias: keeps the index order
 LIMIT $4
 """
 
@@ -377,23 +378,23 @@ async def refold(
     return folded
 
 
+_TENANTS_BEHIND: Final = f"""
+SELECT t.tenant_id FROM tenants t
+LEFT JOIN projection_state s ON s.tenant_id = t.tenant_id AND s.projection = $1
+WHERE EXISTS (
+    SELECT 1 FROM events e
+    WHERE e.tenant_id = t.tenant_id
+      AND (e.tx_id, e.position) >
+          (coalesce(s.checkpoint_tx, 0)::text::xid8, coalesce(s.checkpoint_position, 0))
+      AND e.{VISIBLE}
+)
+ORDER BY t.tenant_id
+"""
+
+
 async def tenants_behind(conn: Connection) -> list[int]:
     """Tenants whose log has events beyond their checkpoint."""
-    rows = await conn.fetch(
-        """
-        SELECT t.tenant_id FROM tenants t
-        LEFT JOIN projection_state s ON s.tenant_id = t.tenant_id AND s.projection = $1
-        WHERE EXISTS (
-            SELECT 1 FROM events e
-            WHERE e.tenant_id = t.tenant_id
-              AND (e.tx_id, e.position) >
-                  (coalesce(s.checkpoint_tx, 0)::text::xid8, coalesce(s.checkpoint_position, 0))
-              AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-        )
-        ORDER BY t.tenant_id
-        """,
-        PROJECTION,
-    )
+    rows = await conn.fetch(_TENANTS_BEHIND, PROJECTION)
     return [row["tenant_id"] for row in rows]
 
 
@@ -496,10 +497,10 @@ async def status(conn: Connection, tenant: str | None = None) -> list[Status]:
     ]
 
 
-_HEAD: Final = """
-SELECT tx_id::text::bigint AS tx_id, position FROM events
-WHERE tenant_id = $1 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY tx_id DESC, position DESC LIMIT 1
+_HEAD: Final = f"""
+SELECT e.tx_id::text::bigint AS tx_id, e.position FROM events e
+WHERE e.tenant_id = $1 AND e.{VISIBLE}
+ORDER BY e.tx_id DESC, e.position DESC LIMIT 1
 """
 
 _COUNT_UNTIL: Final = """

@@ -70,7 +70,8 @@ class Horizon(msgspec.Struct, frozen=True):
 ENVELOPE_COLUMNS: Final = """e.id, e.type, e.stream, e.version, e.position,
        e.tx_id::text::bigint AS tx_id, e.occurred_at, e.recorded_at, e.data, e.metadata"""
 
-_VISIBLE: Final = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+# The commit horizon: only rows of transactions older than every running one.
+VISIBLE: Final = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
 
 _LOG_FILTERS: Final = {
     (False, False): "",
@@ -85,9 +86,9 @@ SELECT {ENVELOPE_COLUMNS}
 FROM events e
 WHERE tenant_id = $1
   AND (tx_id, position) > ($2::text::xid8, $3::bigint)
-  AND {_VISIBLE}
+  AND {VISIBLE}
   {fragment}
-ORDER BY tx_id, position
+ORDER BY e.tx_id, e.position  -- the column, not the bigint alias: keeps the index order
 LIMIT $4
 """
     for key, fragment in _LOG_FILTERS.items()
@@ -110,11 +111,11 @@ WHERE tenant_id = $1 AND id = $2
 _HORIZON: Final = f"""
 SELECT
   (SELECT count(*) FROM events
-    WHERE tenant_id = $1 AND NOT ({_VISIBLE})) AS pending,
+    WHERE tenant_id = $1 AND NOT ({VISIBLE})) AS pending,
   (SELECT extract(epoch FROM clock_timestamp() - min(xact_start))::float8
      FROM pg_stat_activity WHERE backend_xid IS NOT NULL) AS oldest_age,
   (SELECT ARRAY[tx_id::text::bigint, position] FROM events
-    WHERE tenant_id = $1 AND {_VISIBLE}
+    WHERE tenant_id = $1 AND {VISIBLE}
     ORDER BY tx_id DESC, position DESC LIMIT 1) AS head
 """
 
