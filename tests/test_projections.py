@@ -139,9 +139,20 @@ async def test_strangers_and_unknown_people(client: Client, tenant: Tenant) -> N
     cursor = (await post(client, tenant, a_small_network())).json()["cursor"]
     strangers = await read_own_write(client, tenant, "/v1/relationships/ben/dev", cursor)
     assert strangers["stage"] == "stranger" and strangers["contacts"] == 0
-    for path in ["/v1/people/nobody", "/v1/people/nobody/balances", "/v1/relationships/ana/nobody"]:
+    for path, field in [
+        ("/v1/people/nobody", "person"),
+        ("/v1/people/nobody/balances", "person"),
+        ("/v1/people/nobody/timeline", "person"),
+        ("/v1/relationships/ana/nobody", "b"),
+        ("/v1/relationships/nobody/ana", "a"),
+        ("/v1/relationships/ana/nobody/timeline", "b"),
+    ]:
         response = await client.get(path, headers={**tenant.headers, "Ledger-Min-Cursor": cursor})
-        assert_problem(response, 404, "person")
+        assert_problem(response, 404, field)
+    bad_cursor = await client.get("/v1/people/ana/timeline?cursor=zz", headers=tenant.headers)
+    assert_problem(bad_cursor, 422, "cursor")
+    bad_sort = await client.get("/v1/people/ana/relationships?sort=size", headers=tenant.headers)
+    assert_problem(bad_sort, 422, "sort")
     assert_problem(await client.get("/v1/relationships/ana/ana", headers=tenant.headers), 422, "b")
 
 

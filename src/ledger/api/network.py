@@ -118,17 +118,25 @@ def _page(items: Sequence[T], cursor: str | None, limit: int) -> tuple[list[T], 
 
 
 async def _sides(
-    conn: Connection, tenant_id: int, snapshot: read.Snapshot, person: str
+    conn: Connection, tenant_id: int, snapshot: read.Snapshot, person: str, field: str = "person"
 ) -> list[Any]:
+    """A person's relationships, each from their side; 404 for someone never seen."""
     pairs = await read.pairs_of(conn, tenant_id, snapshot.generation, person)
-    if not pairs and not await read.known(conn, tenant_id, snapshot.generation, person):
+    if not pairs:
+        await _known(conn, tenant_id, snapshot, person, field)
+    return [side_of(person, a, b, pair) for a, b, pair in pairs]
+
+
+async def _known(
+    conn: Connection, tenant_id: int, snapshot: read.Snapshot, person: str, field: str
+) -> None:
+    if not await read.known(conn, tenant_id, snapshot.generation, person):
         raise NotFound(
             f"no events involve {person!r} (yet); check the id, or wait for your append "
             f"with the {MIN_CURSOR_HEADER} header",
-            field="person",
+            field=field,
             in_body=False,
         )
-    return [side_of(person, a, b, pair) for a, b, pair in pairs]
 
 
 def _now() -> datetime:
@@ -238,7 +246,7 @@ async def get_person_timeline(
             conn, principal.tenant_id, snap.generation, (person,), after, limit
         )
         if not items and cursor is None:
-            await _sides(conn, principal.tenant_id, snap, person)
+            await _known(conn, principal.tenant_id, snap, person, "person")
     return _answer(EventPage(items, following), snap)
 
 
@@ -258,8 +266,8 @@ async def get_relationship(
             "a relationship is between two different people", field="b", in_body=False
         )
     async with consistent(request, principal.tenant_id) as (conn, snap):
-        sides = await _sides(conn, principal.tenant_id, snap, a)
-        await _sides(conn, principal.tenant_id, snap, b)
+        sides = await _sides(conn, principal.tenant_id, snap, a, "a")
+        await _known(conn, principal.tenant_id, snap, b, "b")
     policy = snap.policy.latest()
     ranked = {r.b: r for r in relationships_of(a, sides, _now(), policy)}
     found = ranked.get(b)
@@ -288,8 +296,8 @@ async def get_pair_timeline(
             conn, principal.tenant_id, snap.generation, (a, b), after, limit
         )
         if not items and cursor is None:
-            await _sides(conn, principal.tenant_id, snap, a)
-            await _sides(conn, principal.tenant_id, snap, b)
+            await _known(conn, principal.tenant_id, snap, a, "a")
+            await _known(conn, principal.tenant_id, snap, b, "b")
     return _answer(EventPage(items, following), snap)
 
 
