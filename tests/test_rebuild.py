@@ -34,7 +34,8 @@ async def test_rebuild_while_reading_and_writing_loses_nothing(
 ) -> None:
     history = _fixed_history()
     async with pool.acquire() as conn:
-        await append(conn, tenant.id, new_events(*history))
+        result, _ = await append(conn, tenant.id, new_events(*history))
+        await settle(conn, tenant.id, Cursor.decode(result.cursor))  # p0 is known before reads
     stop = asyncio.Event()
     failures: list[str] = []
     written: list[str] = []
