@@ -19,6 +19,8 @@ Appends to different streams of one tenant never wait for each other; see
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import random
 import uuid
 from typing import Any, Final
@@ -55,35 +57,34 @@ class _Stored(msgspec.Struct, frozen=True):
     tx_id: int
 
 
-# Writers to one stream queue here instead of racing for its next version; the
-# unique constraint stays the proof, the lock only spares them failed attempts.
-# Streams are locked in sorted order, so two batches never wait on each other
-# in a cycle. Taken in its own statement: a statement's snapshot predates its
-# lock waits, so the reads that follow must be later statements.
-_LOCK_STREAMS: Final = """
-SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || s.stream, 0))
-FROM unnest($2::text[]) AS s(stream)
-"""
+# Writers to one stream queue on a transaction-scoped advisory lock instead of
+# racing for its next version; the unique constraint stays the proof, the lock
+# only spares them failed attempts. Keys are sorted, so two batches never wait
+# on each other in a cycle. The lock is taken in the statement that opens the
+# transaction (one round trip), before any read: a statement's snapshot predates
+# its own lock waits, so the reads must come in later statements.
+_BEGIN_AND_LOCK: Final = "BEGIN; SELECT {locks}"
 
-_FIND_BY_IDS: Final = """
-SELECT id, type, stream, version, position, tx_id::text::bigint AS tx_id,
-       occurred_at, data, metadata
+# One round trip for everything the batch must be checked against: events of
+# the batch already stored (idempotent retries), the whole history of its
+# lifecycle streams (short: a favor has a handful of events), and the current
+# version of its other streams.
+_STATE: Final = """
+SELECT 'stored' AS kind, id, type, stream, version, position,
+       tx_id::text::bigint AS tx_id, occurred_at, data, metadata
 FROM events
 WHERE tenant_id = $1 AND id = ANY($2::uuid[])
-"""
-
-# Lifecycle streams come back whole (they are short: a favor has a handful of
-# events); other streams only with their current version.
-_STREAM_STATE: Final = """
-SELECT stream, version, type, data
-FROM events
-WHERE tenant_id = $1 AND stream = ANY($2::text[])
 UNION ALL
-SELECT s.stream,
+SELECT 'history', NULL::uuid, type, stream, version, NULL::bigint, NULL::bigint,
+       NULL::timestamptz, data, NULL::jsonb
+FROM events
+WHERE tenant_id = $1 AND stream = ANY($3::text[])
+UNION ALL
+SELECT 'head', NULL::uuid, NULL::text, s.stream,
        (SELECT max(e.version) FROM events e WHERE e.tenant_id = $1 AND e.stream = s.stream),
-       NULL, NULL
-FROM unnest($3::text[]) AS s(stream)
-ORDER BY 1, 2
+       NULL::bigint, NULL::bigint, NULL::timestamptz, NULL::jsonb, NULL::jsonb
+FROM unnest($4::text[]) AS s(stream)
+ORDER BY 1, 4, 5
 """
 
 # The notification (one per transaction: PostgreSQL folds duplicates) wakes the
@@ -107,11 +108,30 @@ FROM inserted
 async def append(
     conn: Connection, tenant_id: int, events: list[NewEvent]
 ) -> tuple[AppendResult, bool]:
-    """Append ``events`` atomically; the flag is False when all were already stored."""
+    """Append ``events`` atomically; the flag is False when all were already stored.
+
+    Inside a caller's transaction the batch runs in a savepoint; otherwise in a
+    transaction of its own.
+    """
+    locks = _BEGIN_AND_LOCK.format(
+        locks=", ".join(f"pg_advisory_xact_lock({k})" for k in _lock_keys(tenant_id, events))
+    )
     for attempt in range(MAX_ATTEMPTS):
         try:
-            async with conn.transaction():
-                return await _append_once(conn, tenant_id, events)
+            if conn.is_in_transaction():
+                async with conn.transaction():
+                    await conn.execute(locks.removeprefix("BEGIN; "))
+                    return await _append_once(conn, tenant_id, events)
+            await conn.execute(locks)
+            try:
+                result = await _append_once(conn, tenant_id, events)
+            except BaseException:
+                if not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+            return result
         except asyncpg.UniqueViolationError:
             # A concurrent writer won a stream version or stored one of these ids
             # first; start again and see what it wrote.
@@ -122,14 +142,36 @@ async def append(
     )
 
 
+def _lock_keys(tenant_id: int, events: list[NewEvent]) -> list[int]:
+    """A stable 64-bit key per (tenant, stream), sorted: computed here, so the lock
+    rides on the BEGIN in one simple-protocol statement (integers only, no input)."""
+    keys = {
+        int.from_bytes(
+            hashlib.blake2b(f"{tenant_id}/{stream}".encode(), digest_size=8).digest(),
+            "big",
+            signed=True,
+        )
+        for stream in {event.stream for event in events}
+    }
+    return sorted(keys)
+
+
 async def _append_once(
     conn: Connection, tenant_id: int, events: list[NewEvent]
 ) -> tuple[AppendResult, bool]:
-    await conn.execute(_LOCK_STREAMS, str(tenant_id), sorted({e.stream for e in events}))
-    stored = await _already_stored(conn, tenant_id, events)
+    streams = {event.stream for event in events}
+    rows = await conn.fetch(
+        _STATE,
+        tenant_id,
+        [event.id for event in events if event.id_given],
+        sorted(s for s in streams if has_lifecycle(s)),
+        sorted(s for s in streams if not has_lifecycle(s)),
+    )
+    stored = _already_stored(events, [row for row in rows if row["kind"] == "stored"])
     fresh = [event for event in events if event.id not in stored]
     if fresh:
-        stored.update(await _insert_fresh(conn, tenant_id, fresh))
+        versions, histories = _stream_state(streams, rows)
+        stored.update(await _insert_fresh(conn, tenant_id, fresh, versions, histories))
     placed = [stored[event.id] for event in events]
     last = max(Cursor(s.tx_id, s.position) for s in placed)
     appended = [
@@ -138,14 +180,8 @@ async def _append_once(
     return AppendResult(events=appended, cursor=last.encode()), bool(fresh)
 
 
-async def _already_stored(
-    conn: Connection, tenant_id: int, events: list[NewEvent]
-) -> dict[uuid.UUID, _Stored]:
+def _already_stored(events: list[NewEvent], rows: list[Any]) -> dict[uuid.UUID, _Stored]:
     """Events of this batch stored by an earlier request; each must be identical."""
-    given = [event.id for event in events if event.id_given]
-    if not given:
-        return {}
-    rows = await conn.fetch(_FIND_BY_IDS, tenant_id, given)
     if not rows:
         return {}
     by_id = {row["id"]: row for row in rows}
@@ -166,9 +202,12 @@ async def _already_stored(
 
 
 async def _insert_fresh(
-    conn: Connection, tenant_id: int, fresh: list[NewEvent]
+    conn: Connection,
+    tenant_id: int,
+    fresh: list[NewEvent],
+    versions: dict[str, int],
+    histories: dict[str, list[EventData]],
 ) -> dict[uuid.UUID, _Stored]:
-    versions, histories = await _stream_state(conn, tenant_id, fresh)
     assigned: list[int] = []
     for event in fresh:
         current = versions.get(event.stream, 0)
@@ -212,21 +251,18 @@ async def _insert_fresh(
     }
 
 
-async def _stream_state(
-    conn: Connection, tenant_id: int, fresh: list[NewEvent]
+def _stream_state(
+    streams: set[str], rows: list[Any]
 ) -> tuple[dict[str, int], dict[str, list[EventData]]]:
     """Current version of every stream the batch touches, and the histories
-    of those with a lifecycle."""
-    streams = {event.stream for event in fresh}
-    with_lifecycle = sorted(s for s in streams if has_lifecycle(s))
-    without = sorted(s for s in streams if not has_lifecycle(s))
+    of those with a lifecycle (rows come ordered by stream and version)."""
     versions: dict[str, int] = {}
-    histories: dict[str, list[EventData]] = {s: [] for s in with_lifecycle}
-    for row in await conn.fetch(_STREAM_STATE, tenant_id, with_lifecycle, without):
-        if row["version"] is None:
+    histories: dict[str, list[EventData]] = {s: [] for s in streams if has_lifecycle(s)}
+    for row in rows:
+        if row["kind"] == "stored" or row["version"] is None:
             continue
         versions[row["stream"]] = row["version"]
-        if row["type"] is not None:
+        if row["kind"] == "history":
             histories[row["stream"]].append(_as_event_data(row["type"], row["data"]))
     return versions, histories
 
