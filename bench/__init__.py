@@ -1,4 +1,4 @@
-"""Benchmarks of the ledger's append paths, each beside a raw asyncpg baseline.
+"""Benchmarks of the ledger's append paths and projections, each beside a raw baseline.
 
 Run with ``python -m bench`` (or ``--quick`` for a short run). Every figure is
 measured next to its baseline in the same run, on the same PostgreSQL, and the

@@ -19,7 +19,9 @@ from ledger.store.database import resolve_url
 
 
 def _url() -> str:
-    given: str | None = context.get_x_argument(as_dictionary=True).get("url")
+    given: str | None = context.config.attributes.get("url") or context.get_x_argument(
+        as_dictionary=True
+    ).get("url")
     if given:
         return given
     settings = Settings.from_env()

@@ -16,14 +16,8 @@ MIGRATIONS: Final = REPO_ROOT / "migrations"
 def alembic_config(url: str) -> Config:
     config = Config(str(REPO_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS))
-    # env.py reads the URL from -x, as with `alembic -x url=... upgrade head`.
-    config.cmd_opts = _XArgs([f"url={url}"])  # type: ignore[assignment]
+    config.attributes["url"] = url  # read by migrations/env.py
     return config
-
-
-class _XArgs:
-    def __init__(self, x: list[str]) -> None:
-        self.x = x
 
 
 def upgrade(url: str, revision: str = "head") -> None:
@@ -34,12 +28,6 @@ def upgrade(url: str, revision: str = "head") -> None:
     """
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(command.upgrade, alembic_config(url), revision).result()
-
-
-def heads() -> list[str]:
-    from alembic.script import ScriptDirectory
-
-    return list(ScriptDirectory.from_config(alembic_config("")).get_heads())
 
 
 def execute_script(sql: str) -> None:
