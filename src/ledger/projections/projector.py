@@ -268,8 +268,17 @@ async def write(
     generation: int,
     fold: Fold,
     pairs: dict[tuple[str, str], Pair],
+    *,
+    empty: bool = False,
 ) -> None:
-    """Store pairs (replacing), new parties and timeline rows of a fold."""
+    """Store pairs (replacing), new parties and timeline rows of a fold.
+
+    ``empty``: the generation had none of these rows (a refold), so they go in
+    with COPY, which is several times cheaper than INSERT for bulk rows.
+    """
+    if empty:
+        await _copy_fold(conn, tenant_id, generation, fold, pairs)
+        return
     if pairs:
         keys = list(pairs)
         rows = [pairs[k] for k in keys]
@@ -323,6 +332,82 @@ async def write(
     fold.new_parties.clear()
 
 
+async def _copy_fold(
+    conn: Connection,
+    tenant_id: int,
+    generation: int,
+    fold: Fold,
+    pairs: dict[tuple[str, str], Pair],
+) -> None:
+    head = (tenant_id, generation)
+    if pairs:
+        await conn.copy_records_to_table(
+            "network_pairs",
+            columns=_PAIR_TABLE_COLUMNS,
+            records=[
+                (
+                    *head,
+                    a,
+                    b,
+                    p.given_ab,
+                    p.given_ba,
+                    p.favors_ab,
+                    p.favors_ba,
+                    p.contacts,
+                    p.first_contact,
+                    p.last_contact,
+                    p.strength_log2,
+                    msgspec.json.encode(p.counts),
+                )
+                for (a, b), p in pairs.items()
+            ],
+        )
+    if fold.new_parties:
+        await conn.copy_records_to_table(
+            "network_parties",
+            columns=("tenant_id", "generation", "stream", "parties"),
+            records=[(*head, s, list(who)) for s, who in fold.new_parties.items()],
+        )
+    if fold.person_timeline:
+        await conn.copy_records_to_table(
+            "timeline_person",
+            columns=("tenant_id", "generation", "person", "occurred_at", "position", "event_id"),
+            records=[
+                (*head, person, e.occurred_at, e.position, e.event_id)
+                for person, e in fold.person_timeline
+            ],
+        )
+    if fold.pair_timeline:
+        await conn.copy_records_to_table(
+            "timeline_pair",
+            columns=("tenant_id", "generation", "a", "b", "occurred_at", "position", "event_id"),
+            records=[
+                (*head, a, b, e.occurred_at, e.position, e.event_id)
+                for (a, b), e in fold.pair_timeline
+            ],
+        )
+    fold.person_timeline.clear()
+    fold.pair_timeline.clear()
+    fold.new_parties.clear()
+
+
+_PAIR_TABLE_COLUMNS: Final = (
+    "tenant_id",
+    "generation",
+    "a",
+    "b",
+    "given_ab",
+    "given_ba",
+    "favors_ab",
+    "favors_ba",
+    "contacts",
+    "first_contact",
+    "last_contact",
+    "strength_log2",
+    "counts",
+)
+
+
 def _columns(rows: Iterable[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
@@ -369,12 +454,12 @@ async def refold(
         if not events:
             break
         fold.apply_all(events)
-        await write(conn, tenant_id, generation, fold, {})
+        await write(conn, tenant_id, generation, fold, {}, empty=True)
         folded += len(events)
         cursor = Cursor(events[-1].tx_id, events[-1].position)
         if progress is not None:
             progress(len(events))
-    await write(conn, tenant_id, generation, fold, fold.pairs)
+    await write(conn, tenant_id, generation, fold, fold.pairs, empty=True)
     return folded
 
 
