@@ -62,7 +62,7 @@ WHERE tenant_id = $1 AND projection = $2
 """
 
 # The log after a cursor, up to the commit horizon (see ledger.store.read).
-_EVENTS_AFTER: Final = f"""
+EVENTS_AFTER: Final = f"""
 SELECT e.id, e.type, e.occurred_at, e.tx_id::text::bigint AS tx_id, e.position, e.data
 FROM events e
 WHERE e.tenant_id = $1
@@ -169,7 +169,7 @@ async def state_of(conn: Connection, tenant_id: int) -> State:
 async def events_after(
     conn: Connection, tenant_id: int, after: Cursor, limit: int
 ) -> list[ProjectedEvent]:
-    rows = await conn.fetch(_EVENTS_AFTER, tenant_id, str(after.tx_id), after.position, limit)
+    rows = await conn.fetch(EVENTS_AFTER, tenant_id, str(after.tx_id), after.position, limit)
     return [to_projected(row) for row in rows]
 
 
