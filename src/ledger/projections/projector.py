@@ -262,6 +262,49 @@ async def apply_batch(
     await write(conn, tenant_id, generation, fold, merged)
 
 
+class _Rows(msgspec.Struct, frozen=True):
+    """A fold's output as table rows (without tenant and generation): one shape
+    for both ways of writing them."""
+
+    pairs: list[tuple[Any, ...]]
+    parties: list[tuple[str, tuple[str, ...]]]
+    person_timeline: list[tuple[Any, ...]]
+    pair_timeline: list[tuple[Any, ...]]
+
+
+def _take_rows(fold: Fold, pairs: dict[tuple[str, str], Pair]) -> _Rows:
+    """The rows of ``pairs`` and of what the fold added since it was last written."""
+    rows = _Rows(
+        pairs=[
+            (
+                a,
+                b,
+                p.given_ab,
+                p.given_ba,
+                p.favors_ab,
+                p.favors_ba,
+                p.contacts,
+                p.first_contact,
+                p.last_contact,
+                p.strength_log2,
+                msgspec.json.encode(p.counts),
+            )
+            for (a, b), p in pairs.items()
+        ],
+        parties=list(fold.new_parties.items()),
+        person_timeline=[
+            (person, e.occurred_at, e.position, e.event_id) for person, e in fold.person_timeline
+        ],
+        pair_timeline=[
+            (a, b, e.occurred_at, e.position, e.event_id) for (a, b), e in fold.pair_timeline
+        ],
+    )
+    fold.person_timeline.clear()
+    fold.pair_timeline.clear()
+    fold.new_parties.clear()
+    return rows
+
+
 async def write(
     conn: Connection,
     tenant_id: int,
@@ -276,124 +319,44 @@ async def write(
     ``empty``: the generation had none of these rows (a refold), so they go in
     with COPY, which is several times cheaper than INSERT for bulk rows.
     """
+    rows = _take_rows(fold, pairs)
     if empty:
-        await _copy_fold(conn, tenant_id, generation, fold, pairs)
+        await _copy_rows(conn, (tenant_id, generation), rows)
         return
-    if pairs:
-        keys = list(pairs)
-        rows = [pairs[k] for k in keys]
-        await conn.execute(
-            _UPSERT_PAIRS,
-            tenant_id,
-            generation,
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [p.given_ab for p in rows],
-            [p.given_ba for p in rows],
-            [p.favors_ab for p in rows],
-            [p.favors_ba for p in rows],
-            [p.contacts for p in rows],
-            [p.first_contact for p in rows],
-            [p.last_contact for p in rows],
-            [p.strength_log2 for p in rows],
-            [msgspec.json.encode(p.counts) for p in rows],
-        )
-    if fold.new_parties:
-        streams = list(fold.new_parties)
-        await conn.execute(
-            _INSERT_PARTIES,
-            tenant_id,
-            generation,
-            streams,
-            ["\x1f".join(fold.new_parties[s]) for s in streams],
-        )
-    if fold.person_timeline:
-        await conn.execute(
-            _INSERT_PERSON_TIMELINE,
-            tenant_id,
-            generation,
-            *_columns(
-                (person, e.occurred_at, e.position, e.event_id)
-                for person, e in fold.person_timeline
-            ),
-        )
-    if fold.pair_timeline:
-        await conn.execute(
-            _INSERT_PAIR_TIMELINE,
-            tenant_id,
-            generation,
-            *_columns(
-                (pair[0], pair[1], e.occurred_at, e.position, e.event_id)
-                for pair, e in fold.pair_timeline
-            ),
-        )
-    fold.person_timeline.clear()
-    fold.pair_timeline.clear()
-    fold.new_parties.clear()
-
-
-async def _copy_fold(
-    conn: Connection,
-    tenant_id: int,
-    generation: int,
-    fold: Fold,
-    pairs: dict[tuple[str, str], Pair],
-) -> None:
     head = (tenant_id, generation)
-    if pairs:
-        await conn.copy_records_to_table(
-            "network_pairs",
-            columns=_PAIR_TABLE_COLUMNS,
-            records=[
-                (
-                    *head,
-                    a,
-                    b,
-                    p.given_ab,
-                    p.given_ba,
-                    p.favors_ab,
-                    p.favors_ba,
-                    p.contacts,
-                    p.first_contact,
-                    p.last_contact,
-                    p.strength_log2,
-                    msgspec.json.encode(p.counts),
-                )
-                for (a, b), p in pairs.items()
-            ],
-        )
-    if fold.new_parties:
-        await conn.copy_records_to_table(
-            "network_parties",
-            columns=("tenant_id", "generation", "stream", "parties"),
-            records=[(*head, s, list(who)) for s, who in fold.new_parties.items()],
-        )
-    if fold.person_timeline:
-        await conn.copy_records_to_table(
+    if rows.pairs:
+        await conn.execute(_UPSERT_PAIRS, *head, *_columns(rows.pairs))
+    if rows.parties:
+        # unnest cannot take ragged text[][]: parties travel joined by a unit separator.
+        joined = [(stream, "\x1f".join(who)) for stream, who in rows.parties]
+        await conn.execute(_INSERT_PARTIES, *head, *_columns(joined))
+    if rows.person_timeline:
+        await conn.execute(_INSERT_PERSON_TIMELINE, *head, *_columns(rows.person_timeline))
+    if rows.pair_timeline:
+        await conn.execute(_INSERT_PAIR_TIMELINE, *head, *_columns(rows.pair_timeline))
+
+
+async def _copy_rows(conn: Connection, head: tuple[int, int], rows: _Rows) -> None:
+    tables = (
+        ("network_pairs", _PAIR_TABLE_COLUMNS, rows.pairs),
+        ("network_parties", ("stream", "parties"), [(s, list(w)) for s, w in rows.parties]),
+        (
             "timeline_person",
-            columns=("tenant_id", "generation", "person", "occurred_at", "position", "event_id"),
-            records=[
-                (*head, person, e.occurred_at, e.position, e.event_id)
-                for person, e in fold.person_timeline
-            ],
-        )
-    if fold.pair_timeline:
-        await conn.copy_records_to_table(
-            "timeline_pair",
-            columns=("tenant_id", "generation", "a", "b", "occurred_at", "position", "event_id"),
-            records=[
-                (*head, a, b, e.occurred_at, e.position, e.event_id)
-                for (a, b), e in fold.pair_timeline
-            ],
-        )
-    fold.person_timeline.clear()
-    fold.pair_timeline.clear()
-    fold.new_parties.clear()
+            ("person", "occurred_at", "position", "event_id"),
+            rows.person_timeline,
+        ),
+        ("timeline_pair", ("a", "b", "occurred_at", "position", "event_id"), rows.pair_timeline),
+    )
+    for table, columns, records in tables:
+        if records:
+            await conn.copy_records_to_table(
+                table,
+                columns=("tenant_id", "generation", *columns),
+                records=[(*head, *record) for record in records],
+            )
 
 
 _PAIR_TABLE_COLUMNS: Final = (
-    "tenant_id",
-    "generation",
     "a",
     "b",
     "given_ab",
