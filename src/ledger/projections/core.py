@@ -129,6 +129,30 @@ def key(x: str, y: str) -> tuple[str, str]:
 Parties = tuple[str, ...]
 
 
+def parties_set_by(data: EventData) -> tuple[str, Parties] | None:
+    """The stream and parties an event opens (a request, an offer), if any."""
+    match data:
+        case FavorRequested():
+            return data.stream(), (data.requester, data.asked_of)
+        case IntroductionOffered():
+            return data.stream(), (data.introducer, data.subject, data.target)
+        case IntroductionRequested():
+            return data.stream(), (data.introducer, data.requester, data.target)
+    return None
+
+
+def counterpart(data: EventData, parties: Mapping[str, Parties]) -> str | None:
+    """Who a one-person step is with: a decline's requester, a consent's introducer."""
+    match data:
+        case FavorDeclined():
+            requester = parties.get(data.stream(), (None,))[0]
+            return requester if requester != data.by else None
+        case IntroductionConsented():
+            introducer = parties.get(data.stream(), (None,))[0]
+            return introducer if introducer != data.party else None
+    return None
+
+
 class Contribution(msgspec.Struct, frozen=True):
     pairs: list[tuple[tuple[str, str], Pair]]
     people: list[str]
@@ -147,7 +171,7 @@ def contribution(
     kind = event.type
     contacts: list[tuple[str, str]] = []
     flow: tuple[str, str, float] | None = None
-    new_parties: tuple[str, Parties] | None = None
+    new_parties = parties_set_by(data)
     match data:
         case MeetingHeld():
             contacts = list(combinations(data.participants, 2))
@@ -155,23 +179,18 @@ def contribution(
             contacts = [(data.from_, data.to)]
         case FavorRequested():
             contacts = [(data.requester, data.asked_of)]
-            new_parties = (data.stream(), (data.requester, data.asked_of))
         case FavorGranted():
             contacts = [(data.giver, data.receiver)]
             flow = (data.giver, data.receiver, policy.weight_of(data.kind, data.weight))
         case FavorDeclined():
-            requester = parties.get(data.stream(), (None,))[0]
-            if requester is not None:
+            if (requester := counterpart(data, parties)) is not None:
                 contacts = [(data.by, requester)]
         case IntroductionOffered():
             contacts = [(data.introducer, data.subject)]
-            new_parties = (data.stream(), (data.introducer, data.subject, data.target))
         case IntroductionRequested():
             contacts = [(data.requester, data.introducer)]
-            new_parties = (data.stream(), (data.introducer, data.requester, data.target))
         case IntroductionConsented():
-            introducer = parties.get(data.stream(), (None,))[0]
-            if introducer is not None and introducer != data.party:
+            if (introducer := counterpart(data, parties)) is not None:
                 contacts = [(introducer, data.party)]
         case IntroductionMade():
             contacts = [

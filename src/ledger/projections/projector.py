@@ -25,9 +25,10 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -127,11 +128,6 @@ SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::bigi
 ON CONFLICT DO NOTHING
 """
 
-_DELETE_GENERATION: Final = [
-    f"DELETE FROM {table} WHERE tenant_id = $1 AND generation = $2"
-    for table in ("network_pairs", "network_parties", "timeline_person", "timeline_pair")
-]
-
 
 class State(msgspec.Struct, frozen=True):
     generation: int
@@ -155,8 +151,8 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def state_of(conn: Connection, tenant_id: int) -> State:
-    row = await conn.fetchrow(_STATE, tenant_id, PROJECTION)
+async def state_of(conn: Connection, tenant_id: int, projection: str = PROJECTION) -> State:
+    row = await conn.fetchrow(_STATE, tenant_id, projection)
     assert row is not None
     return State(
         row["generation"],
@@ -178,6 +174,46 @@ async def policies_until(conn: Connection, tenant_id: int, until: Cursor) -> Pol
     return PolicyTimeline(to_projected(row) for row in rows)
 
 
+Advance = Callable[[Connection, int, int, list[ProjectedEvent]], Awaitable["int | None"]]
+
+
+class Refold(Protocol):
+    def __call__(
+        self,
+        conn: Connection,
+        tenant_id: int,
+        generation: int,
+        until: Cursor,
+        *,
+        progress: Callable[[int], None] | None = None,
+        batch_size: int = 5000,
+    ) -> Awaitable[int]: ...
+
+
+@dataclass(frozen=True)
+class Projection:
+    """What the generic machinery (checkpoints, workers, rebuilds) needs of a projection.
+
+    ``advance`` applies a batch of new events to a generation (returning the
+    events the generation reflects if it re-derived instead); ``refold``
+    re-derives a generation from the start of the log; ``tables`` hold the
+    generation's rows.
+    """
+
+    name: str
+    tables: tuple[str, ...]
+    advance: Advance
+    refold: Refold
+
+    async def drop(self, conn: Connection, tenant_id: int, generation: int) -> None:
+        for table in self.tables:
+            await conn.execute(
+                f"DELETE FROM {table} WHERE tenant_id = $1 AND generation = $2",
+                tenant_id,
+                generation,
+            )
+
+
 async def catch_up(
     conn: Connection,
     tenant_id: int,
@@ -185,37 +221,39 @@ async def catch_up(
     batch_size: int = BATCH_SIZE,
     worker: str | None = None,
     max_batches: int | None = None,
+    projection: Projection | None = None,
 ) -> int:
     """Apply the tenant's unprojected events; return how many were applied.
 
     Returns early (0) when another worker holds the tenant.
     """
+    projection = projection or NETWORK
     applied = 0
     batches = 0
     while max_batches is None or batches < max_batches:
         async with conn.transaction():
-            if not await conn.fetchval(_TRY_LOCK, tenant_id, PROJECTION):
+            if not await conn.fetchval(_TRY_LOCK, tenant_id, projection.name):
                 return applied
-            state = await state_of(conn, tenant_id)
+            state = await state_of(conn, tenant_id, projection.name)
             events = await events_after(conn, tenant_id, state.checkpoint, batch_size)
             if not events:
                 return applied
             head = Cursor(events[-1].tx_id, events[-1].position)
-            total = await advance(conn, tenant_id, state.generation, events)
+            total = await projection.advance(conn, tenant_id, state.generation, events)
             counted = len(events) if total is None else total - state.events_applied
-            await _move(conn, tenant_id, head, counted, worker)
+            await _move(conn, projection.name, tenant_id, head, counted, worker)
         applied += len(events)
         batches += 1
     return applied
 
 
 async def _move(
-    conn: Connection, tenant_id: int, to: Cursor, applied: int, worker: str | None
+    conn: Connection, projection: str, tenant_id: int, to: Cursor, applied: int, worker: str | None
 ) -> None:
     await conn.execute(
         _MOVE_CHECKPOINT,
         tenant_id,
-        PROJECTION,
+        projection,
         to.tx_id,
         to.position,
         applied,
@@ -403,8 +441,7 @@ async def refold(
     State is held in memory per pair (not the log: events stream through in
     batches), timeline rows are written as they come. Returns events folded.
     """
-    for statement in _DELETE_GENERATION:
-        await conn.execute(statement, tenant_id, generation)
+    await NETWORK.drop(conn, tenant_id, generation)
     fold = Fold(await policies_until(conn, tenant_id, until))
     cursor = Cursor(0, 0)
     folded = 0
@@ -440,18 +477,28 @@ ORDER BY t.tenant_id
 """
 
 
-async def tenants_behind(conn: Connection) -> list[int]:
+async def tenants_behind(conn: Connection, projection: str = PROJECTION) -> list[int]:
     """Tenants whose log has events beyond their checkpoint."""
-    rows = await conn.fetch(_TENANTS_BEHIND, PROJECTION)
+    rows = await conn.fetch(_TENANTS_BEHIND, projection)
     return [row["tenant_id"] for row in rows]
 
 
-async def run(pool: Pool, *, poll_interval: float = 1.0, stop: asyncio.Event | None = None) -> None:
+async def run(
+    pool: Pool,
+    *,
+    poll_interval: float = 1.0,
+    stop: asyncio.Event | None = None,
+    projections: Sequence[Projection] | None = None,
+) -> None:
     """Keep every tenant's projections caught up until ``stop`` is set.
 
     Woken by LISTEN/NOTIFY after appends; polls as well, so a missed
     notification (or one from another worker's crash) delays nothing for long.
     """
+    if projections is None:
+        from ledger.projections.registry import PROJECTIONS  # the registry imports this module
+
+        projections = list(PROJECTIONS.values())
     stop = stop or asyncio.Event()
     wake = asyncio.Event()
     worker = worker_name()
@@ -460,8 +507,9 @@ async def run(pool: Pool, *, poll_interval: float = 1.0, stop: asyncio.Event | N
             wake.clear()
             try:
                 async with pool.acquire() as conn:
-                    for tenant_id in await tenants_behind(conn):
-                        await catch_up(conn, tenant_id, worker=worker)
+                    for projection in projections:
+                        for tenant_id in await tenants_behind(conn, projection.name):
+                            await catch_up(conn, tenant_id, worker=worker, projection=projection)
             except Exception:
                 _log.exception("projector pass failed; retrying")
             with contextlib.suppress(TimeoutError):
@@ -527,12 +575,14 @@ ORDER BY t.name
 """
 
 
-async def status(conn: Connection, tenant: str | None = None) -> list[Status]:
+async def status(
+    conn: Connection, tenant: str | None = None, projection: str = PROJECTION
+) -> list[Status]:
     """Each tenant's checkpoint and how far behind its log it is (events, seconds)."""
     return [
         Status(
             tenant=row["name"],
-            projection=PROJECTION,
+            projection=projection,
             generation=row["generation"] or 1,
             checkpoint=Cursor(row["checkpoint_tx"] or 0, row["checkpoint_position"] or 0).encode(),
             events_applied=row["events_applied"] or 0,
@@ -541,7 +591,7 @@ async def status(conn: Connection, tenant: str | None = None) -> list[Status]:
             worker=row["worker"],
             updated_at=row["updated_at"],
         )
-        for row in await conn.fetch(_STATUS, PROJECTION, tenant)
+        for row in await conn.fetch(_STATUS, projection, tenant)
     ]
 
 
@@ -570,6 +620,7 @@ async def rebuild(
     *,
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 5000,
+    projection: Projection | None = None,
 ) -> int:
     """Re-derive a tenant into a fresh generation while reads use the live one, then swap.
 
@@ -581,11 +632,11 @@ async def rebuild(
 
     ``progress(done, total)`` is called after each batch. Returns events folded.
     """
+    projection = projection or NETWORK
     async with conn.transaction():
-        current = (await state_of(conn, tenant_id)).generation
+        current = (await state_of(conn, tenant_id, projection.name)).generation
     fresh = current + 1
-    for statement in _DELETE_GENERATION:
-        await conn.execute(statement, tenant_id, fresh)
+    await projection.drop(conn, tenant_id, fresh)
     head_row = await conn.fetchrow(_HEAD, tenant_id)
     head = Cursor(0, 0) if head_row is None else Cursor(head_row["tx_id"], head_row["position"])
     total = await conn.fetchval(_COUNT_UNTIL, tenant_id, str(head.tx_id), head.position)
@@ -598,13 +649,13 @@ async def rebuild(
         if progress is not None:
             progress(done, total)
 
-    await refold(conn, tenant_id, fresh, head, progress=step, batch_size=batch_size)
+    await projection.refold(conn, tenant_id, fresh, head, progress=step, batch_size=batch_size)
     cursor = head
     while True:  # catch up with appends made during the fold
         async with conn.transaction():
             events = await events_after(conn, tenant_id, cursor, batch_size)
             if events:
-                await advance(conn, tenant_id, fresh, events)
+                await projection.advance(conn, tenant_id, fresh, events)
         if events:
             cursor = Cursor(events[-1].tx_id, events[-1].position)
             total += len(events)
@@ -612,9 +663,9 @@ async def rebuild(
         if len(events) < batch_size:
             break
     async with conn.transaction():
-        await conn.execute(_LOCK, tenant_id, PROJECTION)
+        await conn.execute(_LOCK, tenant_id, projection.name)
         while events := await events_after(conn, tenant_id, cursor, batch_size):
-            await advance(conn, tenant_id, fresh, events)
+            await projection.advance(conn, tenant_id, fresh, events)
             cursor = Cursor(events[-1].tx_id, events[-1].position)
             total += len(events)
             step(len(events))
@@ -622,13 +673,20 @@ async def rebuild(
         await conn.execute(
             _SWAP,
             tenant_id,
-            PROJECTION,
+            projection.name,
             fresh,
             cursor.tx_id,
             cursor.position,
             applied,
             worker_name(),
         )
-    for statement in _DELETE_GENERATION:
-        await conn.execute(statement, tenant_id, current)
+    await projection.drop(conn, tenant_id, current)
     return done
+
+
+NETWORK: Final = Projection(
+    name=PROJECTION,
+    tables=("network_pairs", "network_parties", "timeline_person", "timeline_pair"),
+    advance=advance,
+    refold=refold,
+)

@@ -1,0 +1,159 @@
+"""What the etiquette rules remember: facts about pairs of people, in time order.
+
+Every event leaves *facts* on the pairs of people it involves (a contact, a
+favor granted by one to the other, an offer to introduce, ...). A rule looks
+only at the facts of the pairs among the people of the event it judges, as
+they stood just before that event in ``occurred_at`` order (ties by position).
+
+That locality is what makes late arrivals cheap and exact: a back-filled event
+can only change the verdict on later events that have facts on the same pairs,
+so the projector re-judges those and nothing else. To keep that true, an event
+leaves at least a ``marker`` fact on every pair a rule reads for it (a name
+invoked reads referrer-contacted, who had no contact in it).
+
+Pure: the live projector loads facts from PostgreSQL, a rebuild derives them
+from the log, and both feed :meth:`History.observe` with the same facts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Final, Literal
+
+import msgspec
+
+from ledger.events.vocabulary import (
+    FavorDeclined,
+    FavorGranted,
+    FavorRequested,
+    GratitudeExpressed,
+    IntroductionConsented,
+    IntroductionMade,
+    IntroductionOffered,
+    IntroductionRequested,
+    MeetingHeld,
+    MessageSent,
+    NameInvoked,
+)
+from ledger.projections.core import Parties, ProjectedEvent, counterpart, key
+
+FactKind = Literal["contact", "granted", "asked", "met", "offered", "introduced", "marker"]
+
+# Asks that use a person as a way to reach others (E109).
+CONDUIT_KINDS: Final = frozenset({"introduction", "contacts"})
+
+
+class Fact(msgspec.Struct, frozen=True, array_like=True):
+    """One thing an event says about a pair: ``actor`` did ``kind`` towards ``other``.
+
+    ``detail`` qualifies it: the favor's kind, the meeting's purpose, the role
+    (subject or target) of the person an introduction was offered about.
+    """
+
+    kind: FactKind
+    actor: str
+    other: str
+    occurred_at: datetime
+    position: int
+    event_id: uuid.UUID
+    stream: str
+    detail: str = ""
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return key(self.actor, self.other)
+
+    @property
+    def order(self) -> tuple[datetime, int]:
+        return (self.occurred_at, self.position)
+
+
+def facts_of(event: ProjectedEvent, parties: Mapping[str, Parties]) -> list[Fact]:
+    """The facts ``event`` leaves; ``parties`` resolves one-person steps (a decline)."""
+    data = event.data
+    said: list[tuple[FactKind, str, str, str]] = []
+
+    def contact(x: str, y: str) -> None:
+        said.append(("contact", x, y, ""))
+
+    match data:
+        case MeetingHeld():
+            for i, x in enumerate(data.participants):
+                for y in data.participants[i + 1 :]:
+                    contact(x, y)
+            for other in data.participants:
+                if other != data.initiated_by:
+                    said.append(("met", data.initiated_by, other, data.purpose))
+        case MessageSent() | GratitudeExpressed():
+            contact(data.from_, data.to)
+        case FavorRequested():
+            contact(data.requester, data.asked_of)
+            said.append(("asked", data.requester, data.asked_of, data.kind))
+        case FavorGranted():
+            contact(data.giver, data.receiver)
+            said.append(("granted", data.giver, data.receiver, data.kind))
+        case FavorDeclined() | IntroductionConsented():
+            peer = counterpart(data, parties)
+            if peer is not None:
+                contact(data.by if isinstance(data, FavorDeclined) else data.party, peer)
+        case IntroductionOffered():
+            contact(data.introducer, data.subject)
+            said.append(("offered", data.introducer, data.subject, "subject"))
+            said.append(("offered", data.introducer, data.target, "target"))
+        case IntroductionRequested():
+            contact(data.requester, data.introducer)
+            said.append(("asked", data.requester, data.introducer, "introduction"))
+        case IntroductionMade():
+            contact(data.introducer, data.subject)
+            contact(data.introducer, data.target)
+            contact(data.subject, data.target)
+            said.append(("introduced", data.introducer, data.subject, "subject"))
+            said.append(("introduced", data.introducer, data.target, "target"))
+        case NameInvoked():
+            contact(data.invoker, data.contacted)
+            said.append(("marker", data.referrer, data.contacted, data.consent))
+    stream = data.stream()
+    return [
+        Fact(kind, actor, other, event.occurred_at, event.position, event.id, stream, detail)
+        for kind, actor, other, detail in said
+        if actor != other
+    ]
+
+
+class History:
+    """Facts per pair, appended in time order; what rules read.
+
+    Only pairs whose facts were observed are known; the projector makes sure
+    every pair a judged event reads was loaded in full.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[str, str], list[Fact]] = {}
+
+    def observe(self, facts: Iterable[Fact]) -> None:
+        for fact in facts:
+            self._pairs.setdefault(fact.pair, []).append(fact)
+
+    def between(self, x: str, y: str) -> Sequence[Fact]:
+        return self._pairs.get(key(x, y), ())
+
+    # What rules ask, in the domain's words.
+
+    def contacts(self, x: str, y: str) -> list[Fact]:
+        return [f for f in self.between(x, y) if f.kind == "contact"]
+
+    def done(self, kind: FactKind, actor: str, other: str) -> list[Fact]:
+        """Facts of ``kind`` where ``actor`` acted towards ``other``."""
+        return [f for f in self.between(actor, other) if f.kind == kind and f.actor == actor]
+
+    def granted(self, giver: str, receiver: str) -> list[Fact]:
+        return self.done("granted", giver, receiver)
+
+    def is_connection(self, x: str, y: str) -> bool:
+        """Help has flowed both ways: each has granted the other at least one favor.
+
+        (Dormancy is not considered here: silence has a rule of its own, E107.)
+        """
+        return bool(self.granted(x, y)) and bool(self.granted(y, x))
