@@ -19,6 +19,7 @@ from ledger.api.events import ROUTES as EVENT_ROUTES
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
+from ledger.api.rules import ROUTES as RULE_ROUTES
 from ledger.errors import LedgerError
 from ledger.projections import projector
 from ledger.store.database import create_pool
@@ -66,7 +67,7 @@ def create_app(
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
+        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, *RULE_ROUTES, health, openapi_document],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,

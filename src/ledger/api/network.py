@@ -25,6 +25,7 @@ from ledger.api.state import pool_of
 from ledger.errors import InvalidInput, NotFound, Unavailable
 from ledger.projections import read
 from ledger.projections.core import EMPTY
+from ledger.projections.projector import PROJECTION
 from ledger.projections.views import (
     Balance,
     PersonSummary,
@@ -65,9 +66,9 @@ class SuggestionPage(msgspec.Struct, frozen=True):
 
 @asynccontextmanager
 async def consistent(
-    request: Request[Any, Any, Any], tenant_id: int
+    request: Request[Any, Any, Any], tenant_id: int, projection: str = PROJECTION
 ) -> AsyncIterator[tuple[Connection, read.Snapshot]]:
-    """A connection reading one snapshot of the projections, after any wait asked for."""
+    """A connection reading one snapshot of a projection, after any wait asked for."""
     wanted_header = request.headers.get(MIN_CURSOR_HEADER)
     wanted = (
         None if wanted_header is None else Cursor.decode(wanted_header, field=MIN_CURSOR_HEADER)
@@ -76,7 +77,7 @@ async def consistent(
     async with pool_of(request).acquire() as conn:
         if wanted is not None:
             deadline = time.monotonic() + wait
-            while (current := await read.checkpoint_of(conn, tenant_id)) < wanted:
+            while (current := await read.checkpoint_of(conn, tenant_id, projection)) < wanted:
                 if time.monotonic() >= deadline:
                     raise Unavailable(
                         f"the projections have not reached {wanted_header} within {wait:g} s "
@@ -87,10 +88,10 @@ async def consistent(
                     )
                 await asyncio.sleep(_POLL_SECONDS)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            yield conn, await read.snapshot(conn, tenant_id)
+            yield conn, await read.snapshot(conn, tenant_id, projection)
 
 
-def _answer(body: T, snapshot: read.Snapshot) -> Response[T]:
+def answer(body: T, snapshot: read.Snapshot) -> Response[T]:
     return Response(body, headers={CURSOR_HEADER: snapshot.checkpoint.encode()})
 
 
@@ -149,7 +150,7 @@ async def get_person(
 ) -> Response[PersonSummary]:
     async with consistent(request, principal.tenant_id) as (conn, snap):
         sides = await _sides(conn, principal.tenant_id, snap, person)
-    return _answer(summary(person, sides, _now(), snap.policy.latest()), snap)
+    return answer(summary(person, sides, _now(), snap.policy.latest()), snap)
 
 
 @get(
@@ -175,7 +176,7 @@ async def get_balances(
         key=lambda b: b.counterparty,
     )
     items, following = _page(balances, cursor, limit)
-    return _answer(BalancePage(items, following), snap)
+    return answer(BalancePage(items, following), snap)
 
 
 Sort = Literal["strength", "last_contact", "overdue"]
@@ -206,7 +207,7 @@ async def get_relationships(
     elif sort == "overdue":
         ranked.sort(key=lambda r: (-(r.overdue_days or 0.0), r.b))
     items, following = _page(ranked, cursor, limit)
-    return _answer(RelationshipPage(items, following), snap)
+    return answer(RelationshipPage(items, following), snap)
 
 
 @get(
@@ -225,7 +226,7 @@ async def get_reconnect(
         sides = await _sides(conn, principal.tenant_id, snap, person)
     suggestions = reconnect(relationships_of(person, sides, _now(), snap.policy.latest()))
     items, following = _page(suggestions, cursor, limit)
-    return _answer(SuggestionPage(items, following), snap)
+    return answer(SuggestionPage(items, following), snap)
 
 
 @get(
@@ -247,7 +248,7 @@ async def get_person_timeline(
         )
         if not items and cursor is None:
             await _known(conn, principal.tenant_id, snap, person, "person")
-    return _answer(EventPage(items, following), snap)
+    return answer(EventPage(items, following), snap)
 
 
 @get(
@@ -274,7 +275,7 @@ async def get_relationship(
     if found is None:
         low, high = sorted((a, b))
         found = relationship(a, side_of(a, low, high, EMPTY), _now(), policy, None)
-    return _answer(found, snap)
+    return answer(found, snap)
 
 
 @get(
@@ -298,7 +299,7 @@ async def get_pair_timeline(
         if not items and cursor is None:
             await _known(conn, principal.tenant_id, snap, a, "a")
             await _known(conn, principal.tenant_id, snap, b, "b")
-    return _answer(EventPage(items, following), snap)
+    return answer(EventPage(items, following), snap)
 
 
 ROUTES: Final = [

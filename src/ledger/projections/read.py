@@ -68,8 +68,8 @@ LIMIT $7
 """
 
 
-async def snapshot(conn: Connection, tenant_id: int) -> Snapshot:
-    row = await conn.fetchrow(_STATE, tenant_id, PROJECTION)
+async def snapshot(conn: Connection, tenant_id: int, projection: str = PROJECTION) -> Snapshot:
+    row = await conn.fetchrow(_STATE, tenant_id, projection)
     if row is None:
         return Snapshot(1, Cursor(0, 0), PolicyTimeline())
     checkpoint = Cursor(row["checkpoint_tx"], row["checkpoint_position"])
@@ -78,8 +78,8 @@ async def snapshot(conn: Connection, tenant_id: int) -> Snapshot:
     )
 
 
-async def checkpoint_of(conn: Connection, tenant_id: int) -> Cursor:
-    row = await conn.fetchrow(_STATE, tenant_id, PROJECTION)
+async def checkpoint_of(conn: Connection, tenant_id: int, projection: str = PROJECTION) -> Cursor:
+    row = await conn.fetchrow(_STATE, tenant_id, projection)
     return Cursor(0, 0) if row is None else Cursor(row["checkpoint_tx"], row["checkpoint_position"])
 
 
