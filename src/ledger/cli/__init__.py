@@ -19,6 +19,7 @@ from ledger.config import Settings
 from ledger.errors import LedgerError, NotFound
 from ledger.projections import projector
 from ledger.projections.projector import PROJECTION
+from ledger.projections.registry import PROJECTIONS
 from ledger.store.database import Connection, connect, create_pool, resolve_url
 from ledger.store.migrate import upgrade
 from ledger.tenants.keys import SCOPES, create_key, list_keys, revoke_key
@@ -108,9 +109,9 @@ def _parser() -> argparse.ArgumentParser:
         "name",
         nargs="?",
         default=PROJECTION,
-        choices=[PROJECTION],
-        help=f"the projection (default and only one so far: {PROJECTION}: balances, "
-        "relationships, timelines)",
+        choices=sorted(PROJECTIONS),
+        help=f"the projection (default {PROJECTION}: balances, relationships, timelines; "
+        "violations: the etiquette rules' findings)",
     )
     rebuild.add_argument("--tenant", help="only this tenant (default: every tenant)")
     rebuild.set_defaults(run=_projections_rebuild)
@@ -266,7 +267,13 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
-    rows = _with_connection(settings, lambda conn: projector.status(conn, args.tenant))
+    async def every(conn: Connection) -> list[projector.Status]:
+        rows = []
+        for name in PROJECTIONS:
+            rows.extend(await projector.status(conn, args.tenant, name))
+        return sorted(rows, key=lambda row: (row.tenant, row.projection))
+
+    rows = _with_connection(settings, every)
     if not rows:
         print("no tenants yet")
         return 0
@@ -294,7 +301,9 @@ def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         done = []
         for tenant in tenants:
             bar = Progress(f"{tenant['name']}")
-            folded = await projector.rebuild(conn, tenant["tenant_id"], progress=bar)
+            folded = await projector.rebuild(
+                conn, tenant["tenant_id"], progress=bar, projection=PROJECTIONS[args.name]
+            )
             done.append((tenant["name"], folded, bar.finish()))
         return done
 

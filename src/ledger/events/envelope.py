@@ -101,7 +101,10 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     expected_version: int | None
 
 
-_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+# "... - at `$.events[0].data`", or for a dict's key "... - at `key` in `$.weights`".
+_AT = re.compile(
+    r"^(?P<message>.*?)(?: - at `(?P<key>key` in `)?\$(?P<path>[^`]*)`)?$", re.DOTALL
+)
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
 
 
@@ -122,6 +125,8 @@ def split_error(text: str) -> tuple[str, str | None]:
     matched = _AT.match(text)
     assert matched is not None
     message, path = matched["message"], matched["path"]
+    if matched["key"]:
+        message += " (a key of this object)"
     # msgspec names a dict's values `[...]`: the dict itself is the culprit.
     field = path.lstrip(".").split("[...]")[0] if path is not None else None
     named = _NAMED_FIELD.search(message)
