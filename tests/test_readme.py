@@ -41,5 +41,7 @@ def test_the_readme_examples_work_as_written(database_url: str) -> None:
     assert '"field":"events[0].data.giver"' in out  # the malformed event
     assert '"status":"ok"' in out  # health
     assert '"counterparty":"ben","given":1.0' in out  # read your own write
+    assert '"code":"E102","severity":"medium","offender":"ana"' in out  # a violation
+    assert '"field":"silence_days"' in out  # policy nonsense
     assert "ledger 1.0.0" in out
     assert not re.search(r'"status":5\d\d', out), out
