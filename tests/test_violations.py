@@ -18,6 +18,7 @@ from ledger.projections.projector import catch_up, rebuild, state_of, to_project
 from ledger.rules.catalogue import RULES
 from ledger.rules.projection import VIOLATIONS
 from ledger.rules.replay import violations_of
+from ledger.scenario import Scenario
 from ledger.store.append import append
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection, Pool
@@ -430,3 +431,27 @@ def test_evidence_names_events_of_the_story() -> None:
         assert v.occurred_at.tzinfo is not None
     assert datetime.now(UTC) > START
     assert Cursor(0, 0) < Cursor(1, 0)
+
+
+async def test_a_generated_network_is_judged_live_as_a_replay_does(pool: Pool) -> None:
+    """The benchmarks' scenario: every type, skewed activity, back-filled dates, policy changes."""
+    generated = [g.wire for g in Scenario(people=40, seed=9).events(1200)]
+    tenant = await make_tenant(pool)
+    async with pool.acquire() as conn:
+        for i in range(0, len(generated), 200):
+            result, _ = await append(conn, tenant.id, new_events(*generated[i : i + 200]))
+            await catch_up(conn, tenant.id, batch_size=150, projection=VIOLATIONS)
+        await settle(conn, tenant.id, Cursor.decode(result.cursor))
+        live = await stored_verdicts(conn, tenant.id)
+        rows = await conn.fetch(
+            "SELECT id, type, occurred_at, tx_id::text::bigint AS tx_id, position, data "
+            "FROM events WHERE tenant_id = $1",
+            tenant.id,
+        )
+    logged = [to_projected(r) for r in rows]
+    expected = {
+        (v.id, v.code, v.offender, v.affected, v.evidence, v.explanation)
+        for v in violations_of(logged, PolicyTimeline(logged))
+    }
+    assert live == expected
+    assert len({code for _, code, *_ in expected}) >= 6, "the scenario breaks many rules"

@@ -102,9 +102,7 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # "... - at `$.events[0].data`", or for a dict's key "... - at `key` in `$.weights`".
-_AT = re.compile(
-    r"^(?P<message>.*?)(?: - at `(?P<key>key` in `)?\$(?P<path>[^`]*)`)?$", re.DOTALL
-)
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `(?P<key>key` in `)?\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
 
 

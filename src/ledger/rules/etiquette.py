@@ -7,7 +7,8 @@ and says in plain words who did what, with the counts and thresholds involved.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 from ledger.events.vocabulary import (
@@ -21,7 +22,7 @@ from ledger.events.vocabulary import (
 from ledger.policy import Policy
 from ledger.projections.core import ProjectedEvent
 from ledger.rules.catalogue import Finding, rule
-from ledger.rules.history import CONDUIT_KINDS, History
+from ledger.rules.history import CONDUIT_KINDS, Fact, History
 
 AGENDA_PURPOSES = frozenset({"pitch", "resume_review"})
 SOCIAL_PURPOSES = frozenset({"get_to_know", "catch_up"})
@@ -55,6 +56,18 @@ def _favor(kind: str) -> str:
 def _days(delta: timedelta) -> str:
     days = delta.total_seconds() / 86400
     return f"{days:.0f} days" if days >= 2 else f"{delta.total_seconds() / 3600:.0f} hours"
+
+
+# Evidence stays readable when a one-way flow runs to hundreds of favors: the
+# first ones (where the span starts) and the latest ones, the count in words.
+EVIDENCE_LIMIT = 50
+
+
+def _bounded(facts: Sequence[Fact]) -> tuple[uuid.UUID, ...]:
+    if len(facts) <= EVIDENCE_LIMIT:
+        return tuple(f.event_id for f in facts)
+    half = EVIDENCE_LIMIT // 2
+    return tuple(f.event_id for f in (*facts[:half], *facts[-half:]))
 
 
 def _n(count: int, what: str) -> str:
@@ -113,7 +126,6 @@ def withdrawal_before_deposit(
     yield Finding(
         offender=data.requester,
         affected=(data.asked_of,),
-        evidence=tuple(f.event_id for f in received),
         explanation=(
             f"{data.requester} asked {data.asked_of} for {_favor(data.kind)} without ever having "
             f"given {data.asked_of} anything (and has received "
@@ -277,12 +289,9 @@ def ask_after_silence(event: ProjectedEvent, history: History, policy: Policy) -
     data = event.data
     assert isinstance(data, FavorRequested)
     settled = event.occurred_at - timedelta(hours=policy.reconnect_min_hours)
-    before = [
-        f for f in history.contacts(data.requester, data.asked_of) if f.occurred_at <= settled
-    ]
-    if not before:
+    last = history.last_contact_by(data.requester, data.asked_of, settled)
+    if last is None:
         return
-    last = max(before, key=lambda f: f.order)
     silence = event.occurred_at - last.occurred_at
     if silence <= timedelta(days=policy.silence_days):
         return
@@ -358,7 +367,7 @@ def conduit(event: ProjectedEvent, history: History, policy: Policy) -> Iterator
     yield Finding(
         offender=requester,
         affected=(asked,),
-        evidence=tuple(f.event_id for f in asks),
+        evidence=_bounded(asks),
         explanation=(
             f"{requester} has asked {asked} for introductions or contacts "
             f"{len(asks) + 1} times within {policy.conduit_window_days:g} days (the limit is "
@@ -383,8 +392,7 @@ def vouching_for_a_stranger(
     data = event.data
     assert isinstance(data, IntroductionMade)
     stream = data.stream()
-    known = [f for f in history.contacts(data.introducer, data.subject) if f.stream != stream]
-    if known:
+    if any(f.stream != stream for f in history.contacts(data.introducer, data.subject)):
         return
     yield Finding(
         offender=data.introducer,
@@ -424,7 +432,7 @@ def unreciprocated_generosity(
     yield Finding(
         offender=data.receiver,
         affected=(data.giver,),
-        evidence=tuple(f.event_id for f in given),
+        evidence=_bounded(given),
         explanation=(
             f"{data.receiver} has received {count} favors from {data.giver} over "
             f"{_days(span)} and given none back (at least {policy.generosity_min_favors} "

@@ -18,6 +18,7 @@ from the log, and both feed :meth:`History.observe` with the same facts.
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Final, Literal
@@ -122,33 +123,61 @@ def facts_of(event: ProjectedEvent, parties: Mapping[str, Parties]) -> list[Fact
     ]
 
 
+class _PairFacts:
+    """One pair's facts, kept by kind and actor so a rule's question is a lookup."""
+
+    __slots__ = ("all", "by_kind")
+
+    def __init__(self) -> None:
+        self.all: list[Fact] = []
+        self.by_kind: dict[tuple[str, str], list[Fact]] = {}
+
+
+_NONE: Final[list[Fact]] = []
+
+
 class History:
     """Facts per pair, appended in time order; what rules read.
 
     Only pairs whose facts were observed are known; the projector makes sure
-    every pair a judged event reads was loaded in full.
+    every pair a judged event reads was loaded in full. Answers are lists in
+    valid-time order, not copies: rules read them, never change them.
     """
 
     def __init__(self) -> None:
-        self._pairs: dict[tuple[str, str], list[Fact]] = {}
+        self._pairs: dict[tuple[str, str], _PairFacts] = {}
 
     def observe(self, facts: Iterable[Fact]) -> None:
         for fact in facts:
-            self._pairs.setdefault(fact.pair, []).append(fact)
+            pair = self._pairs.get(fact.pair)
+            if pair is None:
+                pair = self._pairs[fact.pair] = _PairFacts()
+            pair.all.append(fact)
+            actor = "" if fact.kind == "contact" else fact.actor
+            pair.by_kind.setdefault((fact.kind, actor), []).append(fact)
 
     def between(self, x: str, y: str) -> Sequence[Fact]:
-        return self._pairs.get(key(x, y), ())
+        pair = self._pairs.get(key(x, y))
+        return _NONE if pair is None else pair.all
 
     # What rules ask, in the domain's words.
 
-    def contacts(self, x: str, y: str) -> list[Fact]:
-        return [f for f in self.between(x, y) if f.kind == "contact"]
+    def contacts(self, x: str, y: str) -> Sequence[Fact]:
+        pair = self._pairs.get(key(x, y))
+        return _NONE if pair is None else pair.by_kind.get(("contact", ""), _NONE)
 
-    def done(self, kind: FactKind, actor: str, other: str) -> list[Fact]:
+    def last_contact_by(self, x: str, y: str, moment: datetime) -> Fact | None:
+        """The latest contact between x and y at or before ``moment``."""
+        contacts = self.contacts(x, y)
+        index = bisect_right(contacts, moment, key=lambda f: f.occurred_at)
+        return contacts[index - 1] if index else None
+
+    def done(self, kind: FactKind, actor: str, other: str) -> Sequence[Fact]:
         """Facts of ``kind`` where ``actor`` acted towards ``other``."""
-        return [f for f in self.between(actor, other) if f.kind == kind and f.actor == actor]
+        pair = self._pairs.get(key(actor, other))
+        return _NONE if pair is None else pair.by_kind.get((kind, actor), _NONE)
 
-    def granted(self, giver: str, receiver: str) -> list[Fact]:
+    def granted(self, giver: str, receiver: str) -> Sequence[Fact]:
         return self.done("granted", giver, receiver)
 
     def is_connection(self, x: str, y: str) -> bool:
