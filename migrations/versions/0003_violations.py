@@ -33,7 +33,9 @@ def upgrade() -> None:
         detail       text NOT NULL
     );
     CREATE INDEX rule_facts_pair ON rule_facts (tenant_id, generation, a, b, occurred_at, position);
-    CREATE INDEX rule_facts_event ON rule_facts (tenant_id, generation, event_id);
+    -- Event first: with (tenant_id, generation) leading, a planner without
+    -- statistics took it for pair lookups and filtered a whole generation.
+    CREATE INDEX rule_facts_event ON rule_facts (event_id, tenant_id, generation);
 
     CREATE TABLE violations (
         tenant_id    bigint NOT NULL,
@@ -51,7 +53,7 @@ def upgrade() -> None:
         PRIMARY KEY (tenant_id, generation, id)
     );
     CREATE INDEX violations_order ON violations (tenant_id, generation, occurred_at, position, id);
-    CREATE INDEX violations_event ON violations (tenant_id, generation, event_id);
+    CREATE INDEX violations_event ON violations (event_id, tenant_id, generation);
     CREATE INDEX violations_offender
         ON violations (tenant_id, generation, offender, occurred_at, position, id);
     CREATE INDEX violations_affected ON violations USING gin (affected);
