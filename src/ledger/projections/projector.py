@@ -88,11 +88,16 @@ WHERE tenant_id = $1 AND generation = $2 AND stream = ANY($3::text[])
 PAIR_COLUMNS: Final = """p.a, p.b, p.given_ab, p.given_ba, p.favors_ab, p.favors_ba, p.contacts,
        p.first_contact, p.last_contact, p.strength_log2, p.counts"""
 
+# One primary-key lookup per pair (LATERAL ... OFFSET 0): joined plainly, a
+# planner without statistics hashed the whole generation for every batch.
 _PAIRS: Final = f"""
 SELECT {PAIR_COLUMNS}
-FROM network_pairs p
-JOIN unnest($3::text[], $4::text[]) AS k(a, b) ON p.a = k.a AND p.b = k.b
-WHERE p.tenant_id = $1 AND p.generation = $2
+FROM unnest($3::text[], $4::text[]) AS k(a, b)
+CROSS JOIN LATERAL (
+    SELECT * FROM network_pairs p
+    WHERE p.tenant_id = $1 AND p.generation = $2 AND p.a = k.a AND p.b = k.b
+    OFFSET 0
+) AS p
 """
 
 _UPSERT_PAIRS: Final = """
