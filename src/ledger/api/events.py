@@ -10,7 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from ledger.api.state import pool_of
-from ledger.errors import InvalidInput, NotFound, UnsupportedMediaType
+from ledger.errors import InvalidInput, LedgerError, NotFound, UnsupportedMediaType
+from ledger.events import cloudevents
 from ledger.events.envelope import decode_batch, prepare
 from ledger.events.vocabulary import EVENT_TYPES
 from ledger.store.append import AppendResult, append
@@ -27,6 +28,7 @@ from ledger.store.read import (
 from ledger.tenants.keys import Principal
 
 JSON_TYPES: Final = ("application/json", "")
+CLOUDEVENT_TYPES: Final = (cloudevents.SINGLE, cloudevents.BATCH)
 Limit = Annotated[
     int, QueryParameter(ge=1, le=1000, description="Items per page (default 100, at most 1000).")
 ]
@@ -45,7 +47,10 @@ PageCursor = Annotated[
     description=(
         "All or nothing: any invalid event refuses the whole batch and nothing is written. "
         "Answers 201 when something was appended, 200 when every event was already stored "
-        "(a retry), with the same positions."
+        "(a retry), with the same positions. Also takes CloudEvents 1.0: one event as "
+        "`application/cloudevents+json`, a batch as `application/cloudevents-batch+json` "
+        "(`type` bare or prefixed `ledger.`, `time` -> `occurred_at`, non-UUID ids -> "
+        "UUIDv5 of [source, id]); errors then name CloudEvents attributes."
     ),
     status_code=201,
 )
@@ -53,15 +58,32 @@ async def append_events(
     request: Request[Any, Any, Any], principal: NamedDependency[Principal]
 ) -> Response[AppendResult]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in CLOUDEVENT_TYPES:
+        return await _append_cloudevents(request, principal, content_type)
     if content_type not in JSON_TYPES:
         raise UnsupportedMediaType(
-            f"content type {content_type!r} is not accepted; send application/json",
+            f"content type {content_type!r} is not accepted; send application/json, "
+            f"{cloudevents.SINGLE} or {cloudevents.BATCH}",
             field="Content-Type",
             in_body=False,
         )
     events = prepare(decode_batch(await request.body()))
     async with pool_of(request).acquire() as conn:
         result, created = await append(conn, principal.tenant_id, events)
+    return Response(result, status_code=201 if created else 200)
+
+
+async def _append_cloudevents(
+    request: Request[Any, Any, Any], principal: Principal, content_type: str
+) -> Response[AppendResult]:
+    """The same append, with errors naming the CloudEvents attribute at fault."""
+    batch = content_type == cloudevents.BATCH
+    try:
+        events = prepare(cloudevents.decode_cloudevents(await request.body(), content_type))
+        async with pool_of(request).acquire() as conn:
+            result, created = await append(conn, principal.tenant_id, events)
+    except LedgerError as exc:
+        raise cloudevents.renamed(exc, batch=batch) from None
     return Response(result, status_code=201 if created else 200)
 
 

@@ -14,6 +14,7 @@ import msgspec
 from litestar import Litestar
 
 from ledger.api.problems import PROBLEM_JSON, ProblemDetails
+from ledger.events import cloudevents
 from ledger.events.envelope import EventBatch
 
 _REF: Final = "#/components/schemas/{name}"
@@ -22,9 +23,14 @@ _METHODS: Final = ("get", "post", "put", "patch", "delete")
 
 def build_document(app: Litestar) -> dict[str, Any]:
     document = app.openapi_schema.to_schema()
-    (batch, problem), components = msgspec.json.schema_components(
-        [EventBatch, ProblemDetails], ref_template=_REF
+    (batch, problem, cloudevent), components = msgspec.json.schema_components(
+        [EventBatch, ProblemDetails, cloudevents.CloudEvent], ref_template=_REF
     )
+    # Extension attributes and `data` ride beside the context attributes.
+    ce_schema = components["CloudEvent"]
+    ce_schema.pop("additionalProperties", None)
+    ce_schema["properties"]["data"] = {"type": "object", "description": "the event's data"}
+    ce_schema["required"] = [*ce_schema["required"], "time", "data"]
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(components)
     document["components"]["securitySchemes"] = {
@@ -51,7 +57,11 @@ def build_document(app: Litestar) -> dict[str, Any]:
             if body_name is not None:
                 operation["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": bodies[body_name]}},
+                    "content": {
+                        "application/json": {"schema": bodies[body_name]},
+                        cloudevents.SINGLE: {"schema": cloudevent},
+                        cloudevents.BATCH: {"schema": {"type": "array", "items": cloudevent}},
+                    },
                 }
                 created = operation["responses"].get("201")
                 if created is not None:
