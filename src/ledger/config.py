@@ -20,6 +20,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_size: int
     max_body_bytes: int
     min_cursor_wait: float
+    feed_heartbeat: float
+    feed_poll: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -32,6 +34,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             pool_size=_int(env, "LEDGER_DB_POOL_SIZE", 16),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024),
             min_cursor_wait=_float(env, "LEDGER_MIN_CURSOR_WAIT", 5.0),
+            feed_heartbeat=_float(env, "LEDGER_FEED_HEARTBEAT", 15.0),
+            feed_poll=_float(env, "LEDGER_FEED_POLL", 1.0),
         )
 
 

@@ -16,11 +16,15 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from ledger.api import problems
 from ledger.api.auth import principal
 from ledger.api.events import ROUTES as EVENT_ROUTES
+from ledger.api.feeds import ROUTES as FEED_ROUTES
+from ledger.api.feeds import FeedSettings
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
 from ledger.errors import LedgerError
+from ledger.feeds.wakeups import listening
 from ledger.projections import projector
+from ledger.store.append import NOTIFY_CHANNEL
 from ledger.store.database import create_pool
 from ledger.store.migrate import upgrade
 
@@ -40,6 +44,7 @@ def create_app(
     max_body_bytes: int = 16 * 1024 * 1024,
     run_projector: bool = True,
     min_cursor_wait: float = 5.0,
+    feed: FeedSettings | None = None,
 ) -> Litestar:
     """An app serving ``database_url``.
 
@@ -53,12 +58,14 @@ def create_app(
             await asyncio.to_thread(upgrade, database_url)
         app.state.pool = await create_pool(database_url, size=pool_size)
         app.state.min_cursor_wait = min_cursor_wait
+        app.state.feed_settings = feed or FeedSettings()
         stop = asyncio.Event()
         worker = (
             asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None
         )
         try:
-            yield
+            async with listening(app.state.pool, [NOTIFY_CHANNEL]) as app.state.wakeups:
+                yield
         finally:
             stop.set()
             if worker is not None:
@@ -66,7 +73,13 @@ def create_app(
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
+        route_handlers=[
+            *EVENT_ROUTES,
+            *FEED_ROUTES,
+            *NETWORK_ROUTES,
+            health,
+            openapi_document,
+        ],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,

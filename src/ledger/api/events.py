@@ -87,6 +87,17 @@ async def _append_cloudevents(
     return Response(result, status_code=201 if created else 200)
 
 
+def checked_types(types: list[str] | None) -> None:
+    """Refuse an unknown ``type`` filter (it would match nothing, silently)."""
+    for i, name in enumerate(types or []):
+        if name not in EVENT_TYPES:
+            raise InvalidInput(
+                f"unknown event type {name!r}; known types: {', '.join(EVENT_TYPES)}",
+                field=f"type[{i}]" if len(types or []) > 1 else "type",
+                in_body=False,
+            )
+
+
 @get(
     "/v1/events",
     opt={"scope": "events:read"},
@@ -108,13 +119,7 @@ async def list_events(
         str | None, QueryParameter(description="Only events that involve this person.")
     ] = None,
 ) -> EventPage:
-    for i, name in enumerate(types or []):
-        if name not in EVENT_TYPES:
-            raise InvalidInput(
-                f"unknown event type {name!r}; known types: {', '.join(EVENT_TYPES)}",
-                field=f"type[{i}]" if len(types or []) > 1 else "type",
-                in_body=False,
-            )
+    checked_types(types)
     after = None if cursor is None else Cursor.decode(cursor)
     async with pool_of(request).acquire() as conn:
         return await read_log(

@@ -190,6 +190,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from ledger.api.app import create_app
+    from ledger.api.feeds import FeedSettings
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -204,8 +205,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         max_body_bytes=settings.max_body_bytes,
         run_projector=not args.no_projector,
         min_cursor_wait=settings.min_cursor_wait,
+        feed=FeedSettings(heartbeat=settings.feed_heartbeat, poll=settings.feed_poll),
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    # Feeds stream until their clients leave: bound how long a stop waits for them.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 
