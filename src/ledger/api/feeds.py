@@ -20,7 +20,7 @@ from typing import Annotated, Any, Final, TypeVar
 import msgspec
 from litestar import Request, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter, QueryParameter
+from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from ledger.api.events import checked_types
@@ -111,7 +111,7 @@ async def event_feed(
     ] = None,
     last_event_id: Annotated[
         str | None,
-        Parameter(header="Last-Event-ID", description="Resume after this event's cursor."),
+        HeaderParameter(name="Last-Event-ID", description="Resume after this event's cursor."),
     ] = None,
 ) -> ServerSentEvent:
     checked_types(types)
