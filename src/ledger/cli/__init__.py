@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not run the projector in this process (run `ledger project` workers instead)",
     )
+    serve.add_argument(
+        "--no-webhooks",
+        action="store_true",
+        help="do not deliver webhooks from this process (also LEDGER_WEBHOOK_DISPATCHER=0)",
+    )
     serve.set_defaults(run=_serve)
 
     project = commands.add_parser(
@@ -191,6 +196,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from ledger.api.app import create_app
     from ledger.api.feeds import FeedSettings
+    from ledger.webhooks.dispatcher import dispatch_settings
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -206,6 +212,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         run_projector=not args.no_projector,
         min_cursor_wait=settings.min_cursor_wait,
         feed=FeedSettings(heartbeat=settings.feed_heartbeat, poll=settings.feed_poll),
+        webhooks=None if args.no_webhooks else dispatch_settings(settings),
     )
     # Feeds stream until their clients leave: bound how long a stop waits for them.
     uvicorn.run(

@@ -20,6 +20,7 @@ from ledger.store.database import Pool
 
 _log = logging.getLogger("ledger.feeds")
 Key = tuple[str, int]
+ANYTHING: Key = ("*", 0)
 
 
 class Wakeups:
@@ -30,14 +31,18 @@ class Wakeups:
         self._events: dict[Key, asyncio.Event] = {}
 
     def notify(self, channel: str, tenant_id: int) -> None:
-        key = (channel, tenant_id)
-        self._counts[key] += 1
-        event = self._events.pop(key, None)
-        if event is not None:
-            event.set()
+        for key in ((channel, tenant_id), ANYTHING):
+            self._counts[key] += 1
+            event = self._events.pop(key, None)
+            if event is not None:
+                event.set()
 
     def signal(self, channel: str, tenant_id: int) -> TenantSignal:
         return TenantSignal(self, (channel, tenant_id))
+
+    def anything(self) -> TenantSignal:
+        """Any notification on any channel, for any tenant (for the webhook dispatcher)."""
+        return TenantSignal(self, ANYTHING)
 
     def _ticket(self, key: Key) -> int:
         return self._counts.get(key, 0)

@@ -153,8 +153,7 @@ def decode_webhook(body: bytes) -> WebhookIn:
             )
     if not webhook.event_types and not webhook.violation_codes:
         raise InvalidInput(
-            "subscribe to something: event_types and/or violation_codes "
-            f"({EVERYTHING!r} for all)",
+            f"subscribe to something: event_types and/or violation_codes ({EVERYTHING!r} for all)",
             field="event_types",
         )
     return webhook

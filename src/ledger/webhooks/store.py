@@ -250,9 +250,7 @@ async def replay_dead(conn: Connection, tenant_id: int, webhook_id: uuid.UUID) -
     return replayed
 
 
-async def enqueue_violations(
-    conn: Connection, tenant_id: int, violations: Iterable[object]
-) -> int:
+async def enqueue_violations(conn: Connection, tenant_id: int, violations: Iterable[object]) -> int:
     """Queue a ``violation.detected`` message per new violation and matching subscription.
 
     For the violations projector: call it with the connection and inside the
