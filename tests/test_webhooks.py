@@ -517,3 +517,18 @@ def test_retries_back_off_exponentially_up_to_a_cap_then_die() -> None:
     assert [policy.delay(n) for n in range(1, 6)] == [5, 10, 20, 40, 60]
     assert policy.after_failure(5) == ("pending", 60)
     assert policy.after_failure(6) == ("dead", 0)
+
+
+def test_the_dispatcher_is_configured_or_switched_off_by_the_environment() -> None:
+    from ledger.config import Settings
+    from ledger.webhooks.dispatcher import dispatch_settings
+
+    assert dispatch_settings(Settings.from_env({"LEDGER_WEBHOOK_DISPATCHER": "0"})) is None
+    configured = dispatch_settings(
+        Settings.from_env({"LEDGER_WEBHOOK_RETRY_BASE": "0.5", "LEDGER_WEBHOOK_MAX_ATTEMPTS": "3"})
+    )
+    assert configured is not None
+    assert configured.retry.base_seconds == 0.5
+    assert configured.retry.max_attempts == 3
+    with pytest.raises(SystemExit, match="LEDGER_WEBHOOK_TIMEOUT"):
+        Settings.from_env({"LEDGER_WEBHOOK_TIMEOUT": "soon"})
