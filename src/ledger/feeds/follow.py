@@ -14,7 +14,7 @@ Pure asyncio: no database, no HTTP; the adapters pass a fetch function and a
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Final, Generic, Protocol, TypeVar
 
 import msgspec
@@ -53,7 +53,7 @@ async def follow(
     signal: Signal,
     heartbeat: float,
     poll: float,
-) -> AsyncIterator[Item[T] | Heartbeat]:
+) -> AsyncGenerator[Item[T] | Heartbeat, None]:
     """Items after ``after`` in the source's order, then new ones as they come.
 
     ``fetch(cursor)`` returns the next page after ``cursor`` (None: from the
