@@ -32,6 +32,12 @@ CLOUDEVENT_TYPES: Final = (cloudevents.SINGLE, cloudevents.BATCH)
 Limit = Annotated[
     int, QueryParameter(ge=1, le=1000, description="Items per page (default 100, at most 1000).")
 ]
+TypeFilter = Annotated[
+    list[str] | None, QueryParameter(name="type", description="Only these event types.")
+]
+PersonFilter = Annotated[
+    str | None, QueryParameter(description="Only events that involve this person.")
+]
 PageCursor = Annotated[
     str | None,
     QueryParameter(
@@ -112,12 +118,8 @@ async def list_events(
     principal: NamedDependency[Principal],
     cursor: PageCursor = None,
     limit: Limit = 100,
-    types: Annotated[
-        list[str] | None, QueryParameter(name="type", description="Only these event types.")
-    ] = None,
-    person: Annotated[
-        str | None, QueryParameter(description="Only events that involve this person.")
-    ] = None,
+    types: TypeFilter = None,
+    person: PersonFilter = None,
 ) -> EventPage:
     checked_types(types)
     after = None if cursor is None else Cursor.decode(cursor)

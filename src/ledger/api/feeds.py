@@ -23,7 +23,7 @@ from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from ledger.api.events import checked_types
+from ledger.api.events import PersonFilter, TypeFilter, checked_types
 from ledger.api.state import pool_of
 from ledger.feeds.follow import Heartbeat, Item, follow
 from ledger.feeds.wakeups import Wakeups
@@ -103,12 +103,8 @@ async def event_feed(
     cursor: Annotated[
         str | None, QueryParameter(description="Start after this cursor (default: the start).")
     ] = None,
-    types: Annotated[
-        list[str] | None, QueryParameter(name="type", description="Only these event types.")
-    ] = None,
-    person: Annotated[
-        str | None, QueryParameter(description="Only events that involve this person.")
-    ] = None,
+    types: TypeFilter = None,
+    person: PersonFilter = None,
     last_event_id: Annotated[
         str | None,
         HeaderParameter(name="Last-Event-ID", description="Resume after this event's cursor."),

@@ -36,6 +36,7 @@ from ledger.events.envelope import (
     MAX_EVENTS_PER_REQUEST,
     EventBatch,
     IncomingEvent,
+    decode_body,
     split_error,
 )
 from ledger.events.vocabulary import EVENT_TYPES
@@ -96,15 +97,9 @@ _INCOMING: Final = Union[INCOMING_TYPES]  # noqa: UP007 - a runtime union of the
 def decode_cloudevents(body: bytes, content_type: str) -> EventBatch:
     """A structured CloudEvent or a batch of them, as the ledger's incoming batch."""
     batch = content_type == BATCH
-    try:
-        raw: list[dict[str, Any]] = (
-            _BATCH_DECODER.decode(body) if batch else [_SINGLE_DECODER.decode(body)]
-        )
-    except msgspec.ValidationError as exc:
-        message, field = split_error(str(exc))
-        raise InvalidInput(message, field=field) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+    raw: list[dict[str, Any]] = (
+        decode_body(_BATCH_DECODER, body) if batch else [decode_body(_SINGLE_DECODER, body)]
+    )
     events = [_incoming(i, attributes, batch) for i, attributes in enumerate(raw)]
     return EventBatch(events=events)
 

@@ -20,14 +20,14 @@ import re
 import secrets
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
 from ledger.errors import InvalidInput
-from ledger.events.envelope import split_error
+from ledger.events.envelope import decode_body
 from ledger.events.vocabulary import EVENT_TYPES
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - the format's prefix, not a secret
@@ -38,7 +38,6 @@ VIOLATION_MESSAGE: Final = "violation.detected"
 MAX_URL_LENGTH: Final = 2000
 
 Status = Literal["pending", "delivered", "dead"]
-T = TypeVar("T")
 
 
 class WebhookIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -130,7 +129,7 @@ _ROTATE_DECODER: Final = msgspec.json.Decoder(RotateIn)
 
 def decode_webhook(body: bytes) -> WebhookIn:
     """Decode and check a subscription, naming the field at fault."""
-    webhook = _decode(_WEBHOOK_DECODER, body)
+    webhook = decode_body(_WEBHOOK_DECODER, body)
     parts = urlsplit(webhook.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(
@@ -160,17 +159,7 @@ def decode_webhook(body: bytes) -> WebhookIn:
 
 
 def decode_rotation(body: bytes) -> RotateIn:
-    return _decode(_ROTATE_DECODER, body) if body.strip() else RotateIn()
-
-
-def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        message, field = split_error(str(exc))
-        raise InvalidInput(message, field=field) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+    return decode_body(_ROTATE_DECODER, body) if body.strip() else RotateIn()
 
 
 def new_secret() -> str:
