@@ -225,3 +225,31 @@ async def test_the_feed_needs_a_key_with_events_read(server: str, pool: Pool) ->
     assert anonymous.status_code == 401
     assert forbidden.status_code == 403
     assert forbidden.json()["required_scope"] == "events:read"
+
+
+async def test_a_server_stops_promptly_while_feeds_are_still_open(
+    database_url: str, pool: Pool
+) -> None:
+    tenant = await make_tenant(pool)
+    env = env_with(LEDGER_DATABASE_URL=database_url, LEDGER_FEED_HEARTBEAT="0.3")
+    async with httpx.AsyncClient(timeout=30) as http:
+        # Leaving `serving` terminates the server and waits for it to exit (at most
+        # 30 s, else TimeoutExpired): an open feed must not keep it alive.
+        with serving(env) as base:
+            stream = await http.send(
+                http.build_request("GET", f"{base}/v1/events/feed", headers=tenant.headers),
+                stream=True,
+            )
+            assert stream.status_code == 200
+            received = messages(stream)
+            first = await anext(received)
+            assert first.comments == ["ledger feed"]
+        # The stream ends with the server (cut mid-chunk: the client just reconnects).
+        with pytest.raises(httpx.RemoteProtocolError):
+            await asyncio.wait_for(drain(received), DEADLINE_S)
+        await stream.aclose()
+
+
+async def drain(received: AsyncIterator[Message]) -> None:
+    async for _ in received:
+        pass
