@@ -20,6 +20,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_size: int
     max_body_bytes: int
     min_cursor_wait: float
+    feed_heartbeat: float
+    feed_poll: float
+    webhook_dispatcher: bool
+    webhook_retry_base: float
+    webhook_retry_cap: float
+    webhook_max_attempts: int
+    webhook_timeout: float
+    webhook_poll: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -32,6 +40,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             pool_size=_int(env, "LEDGER_DB_POOL_SIZE", 16),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024),
             min_cursor_wait=_float(env, "LEDGER_MIN_CURSOR_WAIT", 5.0),
+            feed_heartbeat=_float(env, "LEDGER_FEED_HEARTBEAT", 15.0),
+            feed_poll=_float(env, "LEDGER_FEED_POLL", 1.0),
+            webhook_dispatcher=env.get("LEDGER_WEBHOOK_DISPATCHER", "1").lower()
+            not in ("0", "false", "no", "off"),
+            webhook_retry_base=_float(env, "LEDGER_WEBHOOK_RETRY_BASE", 5.0),
+            webhook_retry_cap=_float(env, "LEDGER_WEBHOOK_RETRY_CAP", 6 * 3600.0),
+            webhook_max_attempts=_int(env, "LEDGER_WEBHOOK_MAX_ATTEMPTS", 12),
+            webhook_timeout=_float(env, "LEDGER_WEBHOOK_TIMEOUT", 10.0),
+            webhook_poll=_float(env, "LEDGER_WEBHOOK_POLL", 1.0),
         )
 
 

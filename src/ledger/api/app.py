@@ -16,16 +16,25 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from ledger.api import problems
 from ledger.api.auth import principal
 from ledger.api.events import ROUTES as EVENT_ROUTES
+from ledger.api.feeds import ROUTES as FEED_ROUTES
+from ledger.api.feeds import FeedSettings
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
 from ledger.api.rules import ROUTES as RULE_ROUTES
+from ledger.api.webhooks import ROUTES as WEBHOOK_ROUTES
 from ledger.errors import LedgerError
+from ledger.feeds.wakeups import listening
 from ledger.projections import projector
+from ledger.store.append import NOTIFY_CHANNEL
 from ledger.store.database import create_pool
 from ledger.store.migrate import upgrade
+from ledger.webhooks import dispatcher
+from ledger.webhooks.dispatcher import DispatchSettings
+from ledger.webhooks.store import WEBHOOKS_CHANNEL
 
 API_VERSION = "1.0.0"
+DEFAULT_DISPATCH = DispatchSettings()
 
 
 @get("/v1/openapi.json", include_in_schema=False, media_type="application/vnd.oai.openapi+json")
@@ -41,11 +50,14 @@ def create_app(
     max_body_bytes: int = 16 * 1024 * 1024,
     run_projector: bool = True,
     min_cursor_wait: float = 5.0,
+    feed: FeedSettings | None = None,
+    webhooks: DispatchSettings | None = DEFAULT_DISPATCH,
 ) -> Litestar:
     """An app serving ``database_url``.
 
     Migrations run at startup unless told not to; the projector runs inside the
-    server unless told not to (then run ``ledger project`` workers).
+    server unless told not to (then run ``ledger project`` workers); so does the
+    webhook dispatcher, unless ``webhooks`` is None.
     """
 
     @asynccontextmanager
@@ -54,12 +66,29 @@ def create_app(
             await asyncio.to_thread(upgrade, database_url)
         app.state.pool = await create_pool(database_url, size=pool_size)
         app.state.min_cursor_wait = min_cursor_wait
+        app.state.feed_settings = feed or FeedSettings()
         stop = asyncio.Event()
         worker = (
             asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None
         )
         try:
-            yield
+            async with listening(app.state.pool, [NOTIFY_CHANNEL, WEBHOOKS_CHANNEL]) as wakeups:
+                app.state.wakeups = wakeups
+                deliveries = (
+                    asyncio.create_task(
+                        dispatcher.run(
+                            app.state.pool, signal=wakeups.anything(), settings=webhooks, stop=stop
+                        )
+                    )
+                    if webhooks is not None
+                    else None
+                )
+                try:
+                    yield
+                finally:
+                    stop.set()
+                    if deliveries is not None:
+                        await deliveries
         finally:
             stop.set()
             if worker is not None:
@@ -67,7 +96,15 @@ def create_app(
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, *RULE_ROUTES, health, openapi_document],
+        route_handlers=[
+            *EVENT_ROUTES,
+            *FEED_ROUTES,
+            *NETWORK_ROUTES,
+            *RULE_ROUTES,
+            *WEBHOOK_ROUTES,
+            health,
+            openapi_document,
+        ],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,

@@ -10,7 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from ledger.api.state import pool_of
-from ledger.errors import InvalidInput, NotFound, UnsupportedMediaType
+from ledger.errors import InvalidInput, LedgerError, NotFound, UnsupportedMediaType
+from ledger.events import cloudevents
 from ledger.events.envelope import decode_batch, prepare
 from ledger.events.vocabulary import EVENT_TYPES
 from ledger.store.append import AppendResult, append
@@ -27,8 +28,15 @@ from ledger.store.read import (
 from ledger.tenants.keys import Principal
 
 JSON_TYPES: Final = ("application/json", "")
+CLOUDEVENT_TYPES: Final = (cloudevents.SINGLE, cloudevents.BATCH)
 Limit = Annotated[
     int, QueryParameter(ge=1, le=1000, description="Items per page (default 100, at most 1000).")
+]
+TypeFilter = Annotated[
+    list[str] | None, QueryParameter(name="type", description="Only these event types.")
+]
+PersonFilter = Annotated[
+    str | None, QueryParameter(description="Only events that involve this person.")
 ]
 PageCursor = Annotated[
     str | None,
@@ -45,7 +53,10 @@ PageCursor = Annotated[
     description=(
         "All or nothing: any invalid event refuses the whole batch and nothing is written. "
         "Answers 201 when something was appended, 200 when every event was already stored "
-        "(a retry), with the same positions."
+        "(a retry), with the same positions. Also takes CloudEvents 1.0: one event as "
+        "`application/cloudevents+json`, a batch as `application/cloudevents-batch+json` "
+        "(`type` bare or prefixed `ledger.`, `time` -> `occurred_at`, non-UUID ids -> "
+        "UUIDv5 of [source, id]); errors then name CloudEvents attributes."
     ),
     status_code=201,
 )
@@ -53,9 +64,12 @@ async def append_events(
     request: Request[Any, Any, Any], principal: NamedDependency[Principal]
 ) -> Response[AppendResult]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in CLOUDEVENT_TYPES:
+        return await _append_cloudevents(request, principal, content_type)
     if content_type not in JSON_TYPES:
         raise UnsupportedMediaType(
-            f"content type {content_type!r} is not accepted; send application/json",
+            f"content type {content_type!r} is not accepted; send application/json, "
+            f"{cloudevents.SINGLE} or {cloudevents.BATCH}",
             field="Content-Type",
             in_body=False,
         )
@@ -63,6 +77,31 @@ async def append_events(
     async with pool_of(request).acquire() as conn:
         result, created = await append(conn, principal.tenant_id, events)
     return Response(result, status_code=201 if created else 200)
+
+
+async def _append_cloudevents(
+    request: Request[Any, Any, Any], principal: Principal, content_type: str
+) -> Response[AppendResult]:
+    """The same append, with errors naming the CloudEvents attribute at fault."""
+    batch = content_type == cloudevents.BATCH
+    try:
+        events = prepare(cloudevents.decode_cloudevents(await request.body(), content_type))
+        async with pool_of(request).acquire() as conn:
+            result, created = await append(conn, principal.tenant_id, events)
+    except LedgerError as exc:
+        raise cloudevents.renamed(exc, batch=batch) from None
+    return Response(result, status_code=201 if created else 200)
+
+
+def checked_types(types: list[str] | None) -> None:
+    """Refuse an unknown ``type`` filter (it would match nothing, silently)."""
+    for i, name in enumerate(types or []):
+        if name not in EVENT_TYPES:
+            raise InvalidInput(
+                f"unknown event type {name!r}; known types: {', '.join(EVENT_TYPES)}",
+                field=f"type[{i}]" if len(types or []) > 1 else "type",
+                in_body=False,
+            )
 
 
 @get(
@@ -79,20 +118,10 @@ async def list_events(
     principal: NamedDependency[Principal],
     cursor: PageCursor = None,
     limit: Limit = 100,
-    types: Annotated[
-        list[str] | None, QueryParameter(name="type", description="Only these event types.")
-    ] = None,
-    person: Annotated[
-        str | None, QueryParameter(description="Only events that involve this person.")
-    ] = None,
+    types: TypeFilter = None,
+    person: PersonFilter = None,
 ) -> EventPage:
-    for i, name in enumerate(types or []):
-        if name not in EVENT_TYPES:
-            raise InvalidInput(
-                f"unknown event type {name!r}; known types: {', '.join(EVENT_TYPES)}",
-                field=f"type[{i}]" if len(types or []) > 1 else "type",
-                in_body=False,
-            )
+    checked_types(types)
     after = None if cursor is None else Cursor.decode(cursor)
     async with pool_of(request).acquire() as conn:
         return await read_log(

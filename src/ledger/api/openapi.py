@@ -14,7 +14,9 @@ import msgspec
 from litestar import Litestar
 
 from ledger.api.problems import PROBLEM_JSON, ProblemDetails
+from ledger.events import cloudevents
 from ledger.events.envelope import EventBatch
+from ledger.webhooks.core import RotateIn, WebhookIn
 
 _REF: Final = "#/components/schemas/{name}"
 _METHODS: Final = ("get", "post", "put", "patch", "delete")
@@ -22,9 +24,17 @@ _METHODS: Final = ("get", "post", "put", "patch", "delete")
 
 def build_document(app: Litestar) -> dict[str, Any]:
     document = app.openapi_schema.to_schema()
-    (batch, problem), components = msgspec.json.schema_components(
-        [EventBatch, ProblemDetails], ref_template=_REF
+    (batch, problem, cloudevent, webhook_in, rotate_in), components = (
+        msgspec.json.schema_components(
+            [EventBatch, ProblemDetails, cloudevents.CloudEvent, WebhookIn, RotateIn],
+            ref_template=_REF,
+        )
     )
+    # Extension attributes and `data` ride beside the context attributes.
+    ce_schema = components["CloudEvent"]
+    ce_schema.pop("additionalProperties", None)
+    ce_schema["properties"]["data"] = {"type": "object", "description": "the event's data"}
+    ce_schema["required"] = [*ce_schema["required"], "time", "data"]
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(components)
     document["components"]["securitySchemes"] = {
@@ -34,7 +44,7 @@ def build_document(app: Litestar) -> dict[str, Any]:
             "description": "An API key from `ledger keys create --tenant NAME`.",
         }
     }
-    bodies = {"EventBatch": batch}
+    bodies = {"EventBatch": batch, "WebhookIn": webhook_in, "RotateIn": rotate_in}
     for path, item in document.get("paths", {}).items():
         for method in _METHODS:
             operation = item.get(method)
@@ -49,12 +59,13 @@ def build_document(app: Litestar) -> dict[str, Any]:
                 ).strip()
             body_name = handler_opt.get("request_body")
             if body_name is not None:
-                operation["requestBody"] = {
-                    "required": True,
-                    "content": {"application/json": {"schema": bodies[body_name]}},
-                }
+                content = {"application/json": {"schema": bodies[body_name]}}
+                if body_name == "EventBatch":
+                    content[cloudevents.SINGLE] = {"schema": cloudevent}
+                    content[cloudevents.BATCH] = {"schema": {"type": "array", "items": cloudevent}}
+                operation["requestBody"] = {"required": body_name != "RotateIn", "content": content}
                 created = operation["responses"].get("201")
-                if created is not None:
+                if created is not None and body_name == "EventBatch":
                     operation["responses"]["200"] = {
                         **created,
                         "description": "Every event was already stored: a retry, same positions.",

@@ -41,8 +41,8 @@ class ProblemDetails(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 
 
 def pointer_of(field: str) -> str:
-    """``events[3].data.giver`` -> ``/events/3/data/giver``."""
-    return "/" + _INDEX.sub(r".\1", field).replace(".", "/")
+    """``events[3].data.giver`` -> ``/events/3/data/giver``; ``[3].time`` -> ``/3/time``."""
+    return "/" + _INDEX.sub(r".\1", field).removeprefix(".").replace(".", "/")
 
 
 def problem_response(

@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not run the projector in this process (run `ledger project` workers instead)",
     )
+    serve.add_argument(
+        "--no-webhooks",
+        action="store_true",
+        help="do not deliver webhooks from this process (also LEDGER_WEBHOOK_DISPATCHER=0)",
+    )
     serve.set_defaults(run=_serve)
 
     project = commands.add_parser(
@@ -191,6 +196,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from ledger.api.app import create_app
+    from ledger.api.feeds import FeedSettings
+    from ledger.webhooks.dispatcher import dispatch_settings
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -205,8 +212,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         max_body_bytes=settings.max_body_bytes,
         run_projector=not args.no_projector,
         min_cursor_wait=settings.min_cursor_wait,
+        feed=FeedSettings(heartbeat=settings.feed_heartbeat, poll=settings.feed_poll),
+        webhooks=None if args.no_webhooks else dispatch_settings(settings),
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    # Feeds stream until their clients leave: bound how long a stop waits for them.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Final, Union
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar, Union
 
 import msgspec
 from msgspec import Meta
@@ -19,6 +19,7 @@ from msgspec import Meta
 from ledger.errors import InvalidInput, PayloadTooLarge
 from ledger.events.vocabulary import EVENT_TYPES, EventData
 
+T = TypeVar("T")
 MAX_EVENTS_PER_REQUEST: Final = 1000
 MAX_DATA_BYTES: Final = 64 * 1024
 MAX_METADATA_BYTES: Final = 16 * 1024
@@ -107,9 +108,13 @@ _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`
 
 
 def decode_batch(body: bytes) -> EventBatch:
+    return decode_body(BATCH_DECODER, body)
+
+
+def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     """Decode a request body, turning msgspec's message into a field path."""
     try:
-        return BATCH_DECODER.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as exc:
         message, field = split_error(str(exc))
         raise InvalidInput(message, field=field) from None

@@ -34,6 +34,7 @@ from ledger.events.lifecycle import has_lifecycle, refusal
 from ledger.events.vocabulary import EVENT_TYPES, EventData
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection
+from ledger.webhooks.store import EVENT_OUTBOX
 
 MAX_ATTEMPTS: Final = 8
 
@@ -88,7 +89,9 @@ ORDER BY 1, 4, 5
 """
 
 # The notification (one per transaction: PostgreSQL folds duplicates) wakes the
-# projectors when the append commits; it rides on the insert, no extra round trip.
+# projectors and feeds when the append commits; it rides on the insert, no extra
+# round trip. So do the webhook deliveries the events cause (the outbox CTE: for
+# a tenant without subscriptions, one empty index probe).
 NOTIFY_CHANNEL: Final = "ledger_events"
 _INSERT: Final = f"""
 WITH inserted AS (
@@ -98,8 +101,10 @@ WITH inserted AS (
                 $7::jsonb[], $8::jsonb[], $9::jsonb[])
          WITH ORDINALITY AS e(id, stream, version, type, occurred_at, data, metadata, people, n)
     ORDER BY e.n
-    RETURNING id, position, tx_id::text::bigint AS tx_id
-)
+    RETURNING id, position, tx_id::text::bigint AS tx_id, type, stream, version, occurred_at,
+              recorded_at, data, metadata
+),
+outbox AS ({EVENT_OUTBOX})
 SELECT id, position, tx_id, pg_notify('{NOTIFY_CHANNEL}', $1::text)
 FROM inserted
 """

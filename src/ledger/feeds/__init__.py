@@ -1,0 +1,1 @@
+"""Following cursor-paged sources live: the change feeds (SSE) and their wakeups."""

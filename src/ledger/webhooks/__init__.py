@@ -1,0 +1,1 @@
+"""Webhooks: subscriptions, the delivery outbox, signing and the dispatcher."""
