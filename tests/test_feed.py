@@ -253,3 +253,51 @@ async def test_a_server_stops_promptly_while_feeds_are_still_open(
 async def drain(received: AsyncIterator[Message]) -> None:
     async for _ in received:
         pass
+
+
+async def read_violations(
+    http: httpx.AsyncClient, tenant: Tenant, *, count: int, last_event_id: str | None = None
+) -> list[Message]:
+    headers = dict(tenant.headers)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    taken: list[Message] = []
+    async with http.stream("GET", "/v1/violations/feed", headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        async for message in messages(response):
+            if message.data is not None:
+                taken.append(message)
+                if len(taken) == count:
+                    break
+    return taken
+
+
+async def test_the_violations_feed_announces_each_violation_once_and_resumes(
+    server: str, pool: Pool
+) -> None:
+    from tests.test_violations import a_networking_story
+
+    tenant = await make_tenant(pool)
+    async with httpx.AsyncClient(base_url=server, timeout=DEADLINE_S) as http:
+        posted = await http.post(
+            "/v1/events", json={"events": a_networking_story()}, headers=tenant.headers
+        )
+        assert posted.status_code == 201, posted.text
+        listed = await http.get(
+            "/v1/violations",
+            headers={**tenant.headers, "Ledger-Min-Cursor": posted.json()["cursor"]},
+        )
+        expected = [v["id"] for v in listed.json()["items"]]
+        assert len(expected) == 8
+        first = await read_violations(http, tenant, count=3)
+        rest = await read_violations(http, tenant, count=5, last_event_id=first[-1].id)
+        got = [msgspec.json.decode(m.data or "")["id"] for m in [*first, *rest]]
+        assert sorted(got) == sorted(expected) and len(set(got)) == 8
+        assert all(m.id and m.id.startswith("n1") for m in [*first, *rest])
+
+        bad = await http.get("/v1/violations/feed", params={"code": "E0"}, headers=tenant.headers)
+        assert bad.status_code == 422 and bad.json()["field"] == "code"
+        forged = await http.get(
+            "/v1/violations/feed", headers={**tenant.headers, "Last-Event-ID": "c1zzz"}
+        )
+        assert forged.status_code == 422 and forged.json()["field"] == "Last-Event-ID"

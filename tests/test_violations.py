@@ -223,8 +223,15 @@ async def test_late_arrivals_are_rejudged_to_what_a_sorted_replay_finds(
         assert live == expected
         assert expected, "a generated history this size always breaks a rule"
 
+        announced = (
+            "SELECT array_agg(violation_id ORDER BY seq) FROM violation_feed WHERE tenant_id = $1"
+        )
+        before = await conn.fetchval(announced, tenant.id)
+        assert {v[0] for v in expected} <= set(before), "every violation found was announced"
+        assert len(before) == len(set(before)), "re-judging announces nothing twice"
         await rebuild(conn, tenant.id, projection=VIOLATIONS)
         assert await stored_verdicts(conn, tenant.id) == expected
+        assert await conn.fetchval(announced, tenant.id) == before, "a rebuild announces nothing"
 
 
 async def test_a_past_policy_change_rejudges_what_came_after_it(

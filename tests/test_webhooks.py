@@ -532,3 +532,28 @@ def test_the_dispatcher_is_configured_or_switched_off_by_the_environment() -> No
     assert configured.retry.max_attempts == 3
     with pytest.raises(SystemExit, match="LEDGER_WEBHOOK_TIMEOUT"):
         Settings.from_env({"LEDGER_WEBHOOK_TIMEOUT": "soon"})
+
+
+async def test_the_violations_projector_sends_each_new_violation_once(
+    hooks: Client, tenant: Tenant, receiver: Receiver
+) -> None:
+    """Wired end to end: events in, the projector judges, deliveries go out signed."""
+    from tests.test_rules import history, message, name_invoked
+
+    await subscribe(hooks, tenant, receiver, violation_codes=["E104", "E101"])
+    dropped = history((24, name_invoked("ana", "ben", "cleo")))
+    await post_events(hooks, tenant, dropped)
+    await until(lambda: len(receiver.ids()) == 1, "the E104 delivery")
+    (first,) = receiver.payloads()
+    assert first["type"] == "violation.detected"
+    assert first["data"]["code"] == "E104" and first["data"]["offender"] == "ana"
+    assert first["data"]["evidence"] == [dropped[0]["id"]]
+
+    # A late contact changes nothing about E104: re-judged, it is not sent again.
+    await post_events(hooks, tenant, history((0, message("ana", "cleo"))))
+    later = history((48, name_invoked("dev", "ben", "cleo", "not_given")))
+    await post_events(hooks, tenant, later)
+    await until(lambda: len(receiver.ids()) == 2, "the second E104")
+    await asyncio.sleep(0.3)
+    assert [p["data"]["offender"] for p in receiver.payloads()] == ["ana", "dev"]
+    assert len(set(receiver.ids())) == 2

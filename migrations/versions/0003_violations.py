@@ -58,6 +58,21 @@ def upgrade() -> None:
         ON violations (tenant_id, generation, offender, occurred_at, position, id);
     CREATE INDEX violations_affected ON violations USING gin (affected);
 
+    -- Violations as they were found, for the violations feed: numbered per
+    -- tenant by the projector, which writes a tenant under one lock at a time,
+    -- so a follower reading "after n" never misses a row committed later.
+    CREATE TABLE violation_feed (
+        tenant_id     bigint NOT NULL,
+        seq           bigint NOT NULL,
+        violation_id  uuid NOT NULL,
+        code          text NOT NULL,
+        offender      text NOT NULL,
+        affected      text[] NOT NULL,
+        body          jsonb NOT NULL,
+        found_at      timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (tenant_id, seq)
+    );
+
     -- A full re-derivation judges events in valid-time order.
     CREATE INDEX events_valid_time ON events (tenant_id, occurred_at, position);
     """)
@@ -66,6 +81,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     execute_script("""
     DROP INDEX events_valid_time;
+    DROP TABLE violation_feed;
     DROP TABLE violations;
     DROP TABLE rule_facts;
     """)

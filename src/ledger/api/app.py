@@ -26,6 +26,7 @@ from ledger.api.webhooks import ROUTES as WEBHOOK_ROUTES
 from ledger.errors import LedgerError
 from ledger.feeds.wakeups import listening
 from ledger.projections import projector
+from ledger.rules.feed import CHANNEL as VIOLATIONS_CHANNEL
 from ledger.store.append import NOTIFY_CHANNEL
 from ledger.store.database import create_pool
 from ledger.store.migrate import upgrade
@@ -72,7 +73,9 @@ def create_app(
             asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None
         )
         try:
-            async with listening(app.state.pool, [NOTIFY_CHANNEL, WEBHOOKS_CHANNEL]) as wakeups:
+            async with listening(
+                app.state.pool, [NOTIFY_CHANNEL, WEBHOOKS_CHANNEL, VIOLATIONS_CHANNEL]
+            ) as wakeups:
                 app.state.wakeups = wakeups
                 deliveries = (
                     asyncio.create_task(

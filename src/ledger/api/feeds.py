@@ -25,8 +25,11 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from ledger.api.events import PersonFilter, TypeFilter, checked_types
 from ledger.api.state import pool_of
+from ledger.errors import InvalidInput
 from ledger.feeds.follow import Heartbeat, Item, follow
 from ledger.feeds.wakeups import Wakeups
+from ledger.rules import feed as violations_feed
+from ledger.rules.catalogue import RULES
 from ledger.store.append import NOTIFY_CHANNEL
 from ledger.store.cursor import Cursor
 from ledger.store.read import Envelope, read_log
@@ -136,4 +139,64 @@ async def event_feed(
     )
 
 
-ROUTES: Final = [event_feed]
+@get(
+    "/v1/violations/feed",
+    opt={"scope": "projections:read"},
+    summary="Follow new violations live (Server-Sent Events)",
+    description=(
+        "An SSE stream of violations in the order the ledger found them, from `cursor` (or "
+        "`Last-Event-ID`, which wins) or from the first. `id:` resumes right after a message; "
+        "`data:` is the violation as `GET /v1/violations` lists it. A violation is announced "
+        "once, when found; one that a late event takes back is not announced again."
+    ),
+    media_type="text/event-stream",
+)
+async def violation_feed(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    cursor: Annotated[
+        str | None, QueryParameter(description="Start after this message id (default: the first).")
+    ] = None,
+    codes: Annotated[
+        list[str] | None, QueryParameter(name="code", description="Only these rule codes.")
+    ] = None,
+    person: Annotated[
+        str | None, QueryParameter(description="Only violations with this offender or affected.")
+    ] = None,
+    last_event_id: Annotated[
+        str | None,
+        HeaderParameter(name="Last-Event-ID", description="Resume after this message's id."),
+    ] = None,
+) -> ServerSentEvent:
+    for i, code in enumerate(codes or []):
+        if code not in RULES:
+            raise InvalidInput(
+                f"unknown rule code {code!r}; known codes: {', '.join(sorted(RULES))}",
+                field="code" if len(codes or []) == 1 else f"code[{i}]",
+                in_body=False,
+            )
+    if last_event_id:
+        start = violations_feed.decode_cursor(last_event_id.strip(), field="Last-Event-ID")
+    else:
+        start = 0 if cursor is None else violations_feed.decode_cursor(cursor)
+    pool = pool_of(request)
+    tenant_id = principal.tenant_id
+
+    async def fetch(after: str | None) -> list[Item[msgspec.Raw]]:
+        seq = 0 if after is None else violations_feed.decode_cursor(after)
+        async with pool.acquire() as conn:
+            found = await violations_feed.announced_after(
+                conn, tenant_id, seq, codes=codes, person=person, limit=PAGE_SIZE
+            )
+        return [Item(body, at) for at, body in found]
+
+    return sse_stream(
+        request,
+        fetch,
+        after=violations_feed.encode_cursor(start) if start else None,
+        channel=violations_feed.CHANNEL,
+        tenant_id=tenant_id,
+    )
+
+
+ROUTES: Final = [event_feed, violation_feed]

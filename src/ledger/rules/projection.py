@@ -37,7 +37,9 @@ from ledger.projections.projector import (
     to_projected,
 )
 from ledger.rules.catalogue import Violation, judge
+from ledger.rules.feed import announce, item_of
 from ledger.rules.history import Fact, History, facts_of
+from ledger.rules.read import ViolationItem
 from ledger.rules.replay import Judging, parties_in
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection
@@ -110,6 +112,20 @@ FROM events WHERE tenant_id = $1 AND id = ANY($2::uuid[])
 
 _DELETE_VIOLATIONS: Final = """
 DELETE FROM violations WHERE tenant_id = $1 AND generation = $2 AND event_id = ANY($3::uuid[])
+RETURNING id
+"""
+
+_LIVE_GENERATION: Final = """
+SELECT generation FROM projection_state WHERE tenant_id = $1 AND projection = $2
+"""
+
+_IDS: Final = "SELECT id FROM violations WHERE tenant_id = $1 AND generation = $2"
+
+_ROWS_EXCEPT: Final = """
+SELECT id, code, severity, offender, affected, evidence, occurred_at, explanation
+FROM violations
+WHERE tenant_id = $1 AND generation = $2 AND NOT (id = ANY($3::uuid[]))
+ORDER BY occurred_at, position, id
 """
 
 _VIOLATION_COLUMNS: Final = (
@@ -251,10 +267,16 @@ async def advance(
     conn: Connection, tenant_id: int, generation: int, events: list[ProjectedEvent]
 ) -> int | None:
     """Judge a batch and re-judge what it changes; a policy change re-derives instead."""
+    live = await conn.fetchval(_LIVE_GENERATION, tenant_id, NAME) == generation
     if any(isinstance(e.data, PolicyChanged) for e in events):
-        return await refold(
+        before = [row["id"] for row in await conn.fetch(_IDS, tenant_id, generation)]
+        folded = await refold(
             conn, tenant_id, generation, Cursor(events[-1].tx_id, events[-1].position)
         )
+        if live:
+            rows = await conn.fetch(_ROWS_EXCEPT, tenant_id, generation, before)
+            await announce(conn, tenant_id, [_item_of_row(row) for row in rows])
+        return folded
     parties = await _parties_for(conn, tenant_id, events)
     new_facts = [fact for event in events for fact in facts_of(event, parties)]
     await _insert_facts(conn, tenant_id, generation, new_facts)
@@ -292,9 +314,24 @@ async def advance(
     last = events[-1]
     policies = await policies_until(conn, tenant_id, Cursor(last.tx_id, last.position))
     found = _judge_along(map(_fact_of, facts), judged, policies)
-    await conn.execute(_DELETE_VIOLATIONS, tenant_id, generation, ids)
+    gone = {row["id"] for row in await conn.fetch(_DELETE_VIOLATIONS, tenant_id, generation, ids)}
     await _insert_violations(conn, tenant_id, generation, found)
+    if live:
+        await announce(conn, tenant_id, [item_of(v) for v in found if v.id not in gone])
     return None
+
+
+def _item_of_row(row: Any) -> ViolationItem:
+    return ViolationItem(
+        id=row["id"],
+        code=row["code"],
+        severity=row["severity"],
+        offender=row["offender"],
+        affected=list(row["affected"]),
+        evidence=list(row["evidence"]),
+        occurred_at=row["occurred_at"],
+        explanation=row["explanation"],
+    )
 
 
 def _judge_along(
