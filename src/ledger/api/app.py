@@ -15,6 +15,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from ledger.api import problems
 from ledger.api.auth import principal
+from ledger.api.digest import ROUTES as DIGEST_ROUTES
 from ledger.api.events import ROUTES as EVENT_ROUTES
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
@@ -66,7 +67,13 @@ def create_app(
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
+        route_handlers=[
+            *EVENT_ROUTES,
+            *NETWORK_ROUTES,
+            *DIGEST_ROUTES,
+            health,
+            openapi_document,
+        ],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,
