@@ -38,7 +38,7 @@ async def tamper(conn: Connection, tenant: Tenant, event_id: str, sql_set: str) 
     async with conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")
         status = await conn.execute(
-            f"UPDATE events SET {sql_set} WHERE tenant_id = $1 AND id = $2::uuid",  # noqa: S608
+            f"UPDATE events SET {sql_set} WHERE tenant_id = $1 AND id = $2::uuid",
             tenant.id,
             event_id,
         )
