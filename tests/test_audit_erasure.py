@@ -93,6 +93,7 @@ async def test_personal_data_is_stored_sealed_and_read_in_clear(
         keys = await conn.fetchval(
             "SELECT count(*) FROM person_keys WHERE tenant_id = $1 AND person = 'ana'", tenant.id
         )
+    assert row is not None
     assert row["data"] == {"person": "ana"}
     assert email.encode() not in row["sealed"]
     assert keys == 1
