@@ -289,3 +289,59 @@ async def test_export_to_stdout_and_the_commands_errors(
     wrong = run(env, "verify-digest", str(garbage), check=False)
     assert wrong.returncode == 1
     assert "line 1" in wrong.stderr
+
+
+async def test_import_refuses_bad_lines_and_a_second_importer(
+    client: Client, tenant: Tenant, pool: Pool, database_url: str, tmp_path: Path
+) -> None:
+    env = env_with(LEDGER_DATABASE_URL=database_url)
+    await post(client, tenant, story())
+    out = tmp_path / "export.ndjson"
+    run(env, "export", "--tenant", tenant.name, "--output", str(out))
+    lines = out.read_text().splitlines(keepends=True)
+
+    def without_end(*changed: str) -> Path:
+        path = tmp_path / f"{uuid.uuid4().hex}.ndjson"
+        path.write_text("".join([lines[0], *changed]))
+        return path
+
+    event_line = next(line for line in lines if '"type":"person.registered"' in line)
+    cases = {
+        "unknown event type 'favor.stolen'": event_line.replace(
+            '"type":"person.registered"', '"type":"favor.stolen"'
+        ),
+        "is not its data's stream": event_line.replace('"person-ana"', '"person-bob"'),
+        "events[0].data": event_line.replace('"data":{"person":"ana"}', '"data":{"who":"ana"}'),
+        "line 2 is not a ledger export line": "{not json\n",
+    }
+    for expected, bad in cases.items():
+        assert bad != event_line
+        name = f"bad-{secrets.token_hex(4)}"
+        refused = run(env, "import", "--tenant", name, str(without_end(bad)), check=False)
+        assert refused.returncode == 1, expected
+        assert expected in refused.stderr, refused.stderr
+        async with pool.acquire() as conn:
+            written = await conn.fetchval(
+                "SELECT count(*) FROM events JOIN tenants USING (tenant_id) WHERE name = $1", name
+            )
+        assert written == 0
+
+    cut = without_end(*lines[1:3])
+    short = run(env, "verify-digest", str(cut), check=False)
+    assert short.returncode == 1
+    assert "NO MATCH: the digest recorded in the file: the file has no end line" in short.stdout
+
+    busy = f"busy-{secrets.token_hex(4)}"
+    busy_tenant = await tenant_named(pool, busy)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "SELECT pg_advisory_lock(hashtextextended('ledger-import/' || $1::bigint::text, 0))",
+            busy_tenant.id,
+        )
+        try:
+            second = run(env, "import", "--tenant", busy, str(out), check=False)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock_all()")
+    assert second.returncode == 1
+    assert "another import into this tenant is running" in second.stderr
+    assert await count_events(pool, busy_tenant) == 0
