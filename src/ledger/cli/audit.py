@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,8 +14,7 @@ from ledger.audit.transfer import Imported, export, import_file
 from ledger.cli.progress import Progress
 from ledger.config import Settings
 from ledger.errors import InvalidInput, NotFound
-from ledger.store.database import Connection, connect, resolve_url
-from ledger.store.migrate import upgrade
+from ledger.store.database import Connection
 from ledger.tenants.keys import ensure_tenant
 
 T = TypeVar("T")
@@ -69,17 +67,11 @@ def register(commands: Any) -> None:
 
 
 def _on_database(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
-    url = resolve_url(settings.database_url, settings.data_dir)
-    upgrade(url)
+    """The package's own helper (migrate, connect, run), imported late: the
+    package imports this module while it is being defined."""
+    from ledger.cli import _with_connection
 
-    async def run() -> T:
-        conn = await connect(url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
+    return _with_connection(settings, work)
 
 
 async def _tenant_id(conn: Connection, name: str) -> int:
