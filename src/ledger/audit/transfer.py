@@ -55,9 +55,9 @@ _KEYS: Final = "SELECT person, key FROM person_keys WHERE tenant_id = $1 ORDER B
 _PAGE: Final = f"""
 SELECT id, type, stream, version, position, tx_id::text::bigint AS tx_id,
        occurred_at, recorded_at, data, metadata, sealed
-FROM events
+FROM events e
 WHERE tenant_id = $1 AND (tx_id, position) > ($2::text::xid8, $3::bigint) AND {VISIBLE}
-ORDER BY tx_id, position
+ORDER BY e.tx_id, e.position  -- the column, not the bigint alias: keeps the index order
 LIMIT $4
 """
 
