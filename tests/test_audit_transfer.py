@@ -53,6 +53,11 @@ async def settled_digest(client: Client, tenant: Tenant, events: int) -> dict[st
 async def projections(client: Client, tenant: Tenant, cursor: str) -> dict[str, Any]:
     """Everything the network projections say about everyone, once they reach ``cursor``."""
     headers = {**tenant.headers, "Ledger-Min-Cursor": cursor}
+    deadline = time.monotonic() + 60
+    while True:  # 503 while the projections wait for the commit horizon
+        first = await client.get(f"/v1/people/{PEOPLE[0]}/balances", headers=headers)
+        if first.status_code != 503 or time.monotonic() > deadline:
+            break
     seen: dict[str, Any] = {}
     for person in PEOPLE:
         balances = await client.get(f"/v1/people/{person}/balances", headers=headers)
@@ -257,6 +262,7 @@ async def test_import_refuses_a_tenant_with_other_events(
 ) -> None:
     env = env_with(LEDGER_DATABASE_URL=database_url)
     await post(client, tenant, a_history())
+    await settled_digest(client, tenant, len(a_history()))
     await post(client, other_tenant, story())
     out = tmp_path / "export.ndjson"
     run(env, "export", "--tenant", tenant.name, "--output", str(out))
@@ -272,6 +278,7 @@ async def test_export_to_stdout_and_the_commands_errors(
 ) -> None:
     env = env_with(LEDGER_DATABASE_URL=database_url)
     await post(client, tenant, story())
+    await settled_digest(client, tenant, len(story()))
     to_stdout = run(env, "export", "--tenant", tenant.name)
     lines = [msgspec.json.decode(line) for line in to_stdout.stdout.splitlines()]
     assert lines[0]["kind"] == "header"
@@ -296,6 +303,7 @@ async def test_import_refuses_bad_lines_and_a_second_importer(
 ) -> None:
     env = env_with(LEDGER_DATABASE_URL=database_url)
     await post(client, tenant, story())
+    await settled_digest(client, tenant, len(story()))
     out = tmp_path / "export.ndjson"
     run(env, "export", "--tenant", tenant.name, "--output", str(out))
     lines = out.read_text().splitlines(keepends=True)
