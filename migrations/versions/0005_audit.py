@@ -5,6 +5,10 @@ Revises: 0002
 Create Date: 2026-11-21
 """
 
+from alembic import op
+from sqlalchemy.util import await_
+
+from ledger.audit.reseal import seal_plaintext_registrations
 from ledger.store.migrate import execute_script
 
 revision = "0005"
@@ -43,9 +47,13 @@ def upgrade() -> None:
         PRIMARY KEY (tenant_id, events)
     );
     """)
+    # Registrations stored in clear before this revision: sealed now, so that
+    # forgetting those people shreds their data too.
+    await_(seal_plaintext_registrations(op.get_bind().connection.driver_connection))
 
 
 def downgrade() -> None:
+    # Sealed personal data goes with the column: there is no way back to clear text.
     execute_script("""
     DROP TABLE digest_checkpoints;
     DROP TABLE person_keys;
