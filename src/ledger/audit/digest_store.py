@@ -20,9 +20,10 @@ Both write a checkpoint every :data:`CHECKPOINT_EVERY` events of the chain
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
+from msgspec import Meta
 
 from ledger.audit.digest import Chain, Digested
 from ledger.store.cursor import Cursor
@@ -37,12 +38,24 @@ _END: Final = Cursor(2**63 - 1, 2**63 - 1)
 class DigestReport(msgspec.Struct, frozen=True, kw_only=True):
     """The digest of the log up to ``cursor`` (the last event it covers)."""
 
-    cursor: str | None
-    digest: str
-    events: int
-    hashed: int
-    checkpoints_checked: int = 0
-    mismatch: str | None = None
+    cursor: Annotated[
+        str | None, Meta(description="The last event the digest covers (null: empty log).")
+    ]
+    digest: Annotated[str, Meta(description="SHA-256 chain head, hex.")]
+    events: Annotated[int, Meta(description="How many events the digest covers.")]
+    hashed: Annotated[
+        int, Meta(description="Events hashed for this answer (the rest: checkpoints).")
+    ]
+    checkpoints_checked: Annotated[
+        int, Meta(description="Stored checkpoints compared on the way (full recompute only).")
+    ] = 0
+    mismatch: Annotated[
+        str | None,
+        Meta(
+            description="Cursor of the first checkpoint the log no longer hashes to: an event "
+            "at or before it was altered, inserted or removed."
+        ),
+    ] = None
 
 
 # No upper bound in SQL (callers stop reading): the plan stays one ordered
