@@ -6,9 +6,11 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from ledger.audit import digest_store
 from ledger.audit.digest import EMPTY
 from ledger.audit.digest_store import CHECKPOINT_EVERY
 from ledger.store.database import Connection, Pool
@@ -170,3 +172,31 @@ async def test_a_cursor_the_ledger_did_not_issue_is_refused(client: Client, tena
         "/v1/audit/digest", headers=tenant.headers, params={"cursor": "nope"}
     )
     assert_problem(response, 422, "cursor")
+
+
+async def test_pages_and_many_checkpoints_give_the_same_chain(
+    client: Client, pool: Pool, fresh_conn: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(digest_store, "PAGE", 7)
+    monkeypatch.setattr(digest_store, "CHECKPOINT_EVERY", 5)
+    tenant = await make_tenant(pool)
+    events = story()
+    await post(client, tenant, events[:9])
+    await digest(client, tenant, events=9)  # checkpoint at 5
+    await post(client, tenant, events[9:])
+    fast = await digest(client, tenant, events=len(events))
+    assert fast["hashed"] == len(events) - 5
+    full = await digest(client, tenant, events=len(events), cursor=fast["cursor"])
+    assert full["digest"] == fast["digest"]
+    assert full["checkpoints_checked"] == 3  # 5, 10, 15
+    async with pool.acquire() as conn:
+        saved = await conn.fetch(
+            "SELECT events FROM digest_checkpoints WHERE tenant_id = $1 ORDER BY 1", tenant.id
+        )
+    assert [row["events"] for row in saved] == [5, 10, 15]
+
+    await tamper(fresh_conn, tenant, events[7]["id"], 'metadata = \'{"actor": "someone"}\'')
+    found = await digest(client, tenant, events=len(events), cursor=fast["cursor"])
+    assert found["digest"] != fast["digest"]
+    log = (await client.get("/v1/events", headers=tenant.headers, params={"limit": 10})).json()
+    assert found["mismatch"] == log["items"][9]["cursor"]  # the first checkpoint after the edit
