@@ -32,10 +32,6 @@ _SHRED: Final = """
 DELETE FROM person_keys WHERE tenant_id = $1 AND person = ANY($2::text[])
 """
 
-_KEYS_OF: Final = """
-SELECT person, key FROM person_keys WHERE tenant_id = $1 AND person = ANY($2::text[])
-"""
-
 _ENCODER: Final = msgspec.json.Encoder()
 
 
@@ -68,12 +64,6 @@ def _sealed(event: NewEvent, key: bytes) -> NewEvent:
     return msgspec.structs.replace(
         event, data_json=_ENCODER.encode(kept), sealed=seal(personal, key, event.id)
     )
-
-
-async def keys_of(conn: Connection, tenant_id: int, people: list[str]) -> dict[str, bytes]:
-    """The keys of those of ``people`` who have not been forgotten."""
-    rows = await conn.fetch(_KEYS_OF, tenant_id, people)
-    return {row["person"]: row["key"] for row in rows}
 
 
 _SEALED_OF: Final = """
