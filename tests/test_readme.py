@@ -44,4 +44,7 @@ def test_the_readme_examples_work_as_written(database_url: str) -> None:
     assert '"code":"E102","severity":"medium","offender":"ana"' in out  # a violation
     assert '"field":"silence_days"' in out  # policy nonsense
     assert "ledger 1.0.0" in out
+    assert '"email":null,"erased":true' in out  # person.forgotten shredded the data
+    assert "the tenant's digest matches the file's" in out  # export, then import
+    assert "matches tenant acme-copy's log, recomputed" in out
     assert not re.search(r'"status":5\d\d', out), out

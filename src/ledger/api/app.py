@@ -15,6 +15,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from ledger.api import problems
 from ledger.api.auth import principal
+from ledger.api.digest import ROUTES as DIGEST_ROUTES
 from ledger.api.events import ROUTES as EVENT_ROUTES
 from ledger.api.feeds import ROUTES as FEED_ROUTES
 from ledger.api.feeds import FeedSettings
@@ -105,6 +106,7 @@ def create_app(
             *NETWORK_ROUTES,
             *RULE_ROUTES,
             *WEBHOOK_ROUTES,
+            *DIGEST_ROUTES,
             health,
             openapi_document,
         ],

@@ -100,6 +100,9 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     metadata_json: bytes
     people_json: bytes
     expected_version: int | None
+    # Personal data sealed under its person's key (see ledger.audit.erasure);
+    # set by the store on append, or carried over by an import.
+    sealed: bytes | None = None
 
 
 # "... - at `$.events[0].data`", or for a dict's key "... - at `key` in `$.weights`".

@@ -28,6 +28,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
+from ledger.audit.keystore import comparable, seal_and_shred
 from ledger.errors import IdConflict, LifecycleConflict, VersionConflict
 from ledger.events.envelope import NewEvent, same_content
 from ledger.events.lifecycle import has_lifecycle, refusal
@@ -95,11 +96,14 @@ ORDER BY 1, 4, 5
 NOTIFY_CHANNEL: Final = "ledger_events"
 _INSERT: Final = f"""
 WITH inserted AS (
-    INSERT INTO events (tenant_id, id, stream, version, type, occurred_at, data, metadata, people)
-    SELECT $1, e.id, e.stream, e.version, e.type, e.occurred_at, e.data, e.metadata, e.people
+    INSERT INTO events (tenant_id, id, stream, version, type, occurred_at, data, metadata, people,
+                        sealed)
+    SELECT $1, e.id, e.stream, e.version, e.type, e.occurred_at, e.data, e.metadata, e.people,
+           e.sealed
     FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
-                $7::jsonb[], $8::jsonb[], $9::jsonb[])
-         WITH ORDINALITY AS e(id, stream, version, type, occurred_at, data, metadata, people, n)
+                $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bytea[])
+         WITH ORDINALITY AS e(id, stream, version, type, occurred_at, data, metadata, people,
+                              sealed, n)
     ORDER BY e.n
     RETURNING id, position, tx_id::text::bigint AS tx_id, type, stream, version, occurred_at,
               recorded_at, data, metadata
@@ -172,7 +176,9 @@ async def _append_once(
         sorted(s for s in streams if has_lifecycle(s)),
         sorted(s for s in streams if not has_lifecycle(s)),
     )
-    stored = _already_stored(events, [row for row in rows if row["kind"] == "stored"])
+    stored_rows = [row for row in rows if row["kind"] == "stored"]
+    opened = await comparable(conn, tenant_id, stored_rows, events)
+    stored = _already_stored(events, stored_rows, opened)
     fresh = [event for event in events if event.id not in stored]
     if fresh:
         versions, histories = _stream_state(streams, rows)
@@ -185,8 +191,11 @@ async def _append_once(
     return AppendResult(events=appended, cursor=last.encode()), bool(fresh)
 
 
-def _already_stored(events: list[NewEvent], rows: list[Any]) -> dict[uuid.UUID, _Stored]:
-    """Events of this batch stored by an earlier request; each must be identical."""
+def _already_stored(
+    events: list[NewEvent], rows: list[Any], opened: dict[uuid.UUID, Any]
+) -> dict[uuid.UUID, _Stored]:
+    """Events of this batch stored by an earlier request; each must be identical
+    (sealed personal data is compared opened)."""
     if not rows:
         return {}
     by_id = {row["id"]: row for row in rows}
@@ -195,7 +204,8 @@ def _already_stored(events: list[NewEvent], rows: list[Any]) -> dict[uuid.UUID, 
         row = by_id.get(event.id)
         if row is None:
             continue
-        if not same_content(event, row["type"], row["occurred_at"], row["data"], row["metadata"]):
+        data = opened.get(event.id, row["data"])
+        if not same_content(event, row["type"], row["occurred_at"], data, row["metadata"]):
             raise IdConflict(
                 f"event {event.id} is already stored with other content (at {row['stream']} "
                 f"version {row['version']}); a retry must resend the same event, a new event "
@@ -237,6 +247,7 @@ async def _insert_fresh(
             history.append(event.data)
         versions[event.stream] = current + 1
         assigned.append(current + 1)
+    fresh = await seal_and_shred(conn, tenant_id, fresh)
     rows = await conn.fetch(
         _INSERT,
         tenant_id,
@@ -248,6 +259,7 @@ async def _insert_fresh(
         [e.data_json for e in fresh],
         [e.metadata_json for e in fresh],
         [e.people_json for e in fresh],
+        [e.sealed for e in fresh],
     )
     placed = {row["id"]: (row["position"], row["tx_id"]) for row in rows}
     return {

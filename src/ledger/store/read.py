@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ledger.audit.erasure import opened
 from ledger.store.cursor import Cursor, encode_version_cursor
 from ledger.store.database import Connection
 
@@ -67,8 +68,13 @@ class Horizon(msgspec.Struct, frozen=True):
 
 
 # Qualified with `e`, so that projections can join their rows to the events.
+# Sealed personal data comes with its person's key (NULL once forgotten); the
+# key is looked up only for the rare rows that carry sealed data.
 ENVELOPE_COLUMNS: Final = """e.id, e.type, e.stream, e.version, e.position,
-       e.tx_id::text::bigint AS tx_id, e.occurred_at, e.recorded_at, e.data, e.metadata"""
+       e.tx_id::text::bigint AS tx_id, e.occurred_at, e.recorded_at, e.data, e.metadata,
+       e.sealed, CASE WHEN e.sealed IS NOT NULL THEN
+         (SELECT k.key FROM person_keys k
+           WHERE k.tenant_id = e.tenant_id AND k.person = e.data->>'person') END AS person_key"""
 
 # The commit horizon: only rows of transactions older than every running one.
 VISIBLE: Final = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
@@ -121,6 +127,8 @@ SELECT
 
 
 def envelope_of(row: Any) -> Envelope:
+    """The one place stored rows become envelopes, so the one place personal
+    data is opened (or shown erased)."""
     return Envelope(
         id=row["id"],
         type=row["type"],
@@ -129,7 +137,7 @@ def envelope_of(row: Any) -> Envelope:
         position=row["position"],
         occurred_at=row["occurred_at"],
         recorded_at=row["recorded_at"],
-        data=row["data"],
+        data=opened(row["data"], row["sealed"], row["person_key"], row["id"]),
         metadata=row["metadata"],
         cursor=Cursor(row["tx_id"], row["position"]).encode(),
     )

@@ -1,0 +1,1 @@
+"""Audit: the log's digest, erasure by crypto-shredding, export and import."""
