@@ -29,13 +29,13 @@ test: $(STAMP) ## run the test suite (LEDGER_TEST_DATABASE_URL, else Docker, els
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
-	$(BIN)/ruff check src tests migrations bench
-	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/ruff check src tests migrations bench examples
+	$(BIN)/ruff format --check src tests migrations bench examples
 	$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests migrations bench
-	$(BIN)/ruff format src tests migrations bench
+	$(BIN)/ruff check --fix src tests migrations bench examples
+	$(BIN)/ruff format src tests migrations bench examples
 
 openapi: $(STAMP) ## regenerate openapi/v1.json from the code
 	$(BIN)/python -m ledger.api.openapi > openapi/v1.json

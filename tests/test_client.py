@@ -1,0 +1,226 @@
+"""The Python client against a real `ledger serve` on loopback.
+
+Ana meets Ben, asks him for an introduction, and Ben makes it: the app tells
+the ledger through the client, loses an answer on the way, retries, and reads
+its own writes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger.client import (
+    AsyncLedger,
+    FavorGranted,
+    FavorRequested,
+    Ledger,
+    MeetingHeld,
+    MessageSent,
+    ProblemError,
+    Retry,
+    event,
+)
+from ledger.client.events import Event
+from tests.conftest import Tenant
+from tests.proxy import DroppingProxy
+from tests.test_cli import env_with, serving
+
+START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
+NO_WAIT = Retry(attempts=3, backoff=0.01, max_delay=0.05)
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str) -> Iterator[str]:
+    with serving(env_with(LEDGER_DATABASE_URL=database_url)) as base:
+        yield base
+
+
+def introduction_story() -> list[Event]:
+    favor = f"f-{uuid.uuid4().hex[:8]}"
+    return [
+        event(
+            MeetingHeld(
+                meeting_id=f"m-{uuid.uuid4().hex[:8]}",
+                participants=("ana", "ben"),
+                initiated_by="ana",
+                channel="coffee",
+                purpose="get_to_know",
+            ),
+            occurred_at=START,
+        ),
+        event(
+            FavorRequested(favor_id=favor, requester="ana", asked_of="ben", kind="introduction"),
+            occurred_at=START + timedelta(days=8),
+        ),
+        event(
+            FavorGranted(favor_id=favor, giver="ben", receiver="ana", kind="introduction"),
+            occurred_at=START + timedelta(days=10),
+            metadata={"actor": "crm-sync"},
+        ),
+    ]
+
+
+def test_typed_events_append_and_read_back(server: str, tenant: Tenant) -> None:
+    story = introduction_story()
+    with Ledger(server, tenant.key, read_your_writes=True) as ledger:
+        appended = ledger.append(*story)
+        assert appended.created
+        assert [e.id for e in appended.events] == [e.id for e in story]
+        assert [e.version for e in appended.events] == [1, 1, 2]
+
+        balances = ledger.balances("ana").items
+        assert [(b.counterparty, b.given, b.received, b.net) for b in balances] == [
+            ("ben", 0.0, 3.0, -3.0)
+        ]
+        assert ledger.person("ben").favors_given == 1
+        relationship = ledger.relationship("ben", "ana")
+        assert (relationship.stage, relationship.given) == ("acquaintance", 3.0)
+
+        followed = list(ledger.iterate(ledger.events, limit=1))
+        assert [e.id for e in followed] == [e.id for e in story]
+        assert followed[2].metadata == {"actor": "crm-sync"}
+        assert followed[2].data["giver"] == "ben"
+        timeline = list(ledger.iterate(ledger.pair_timeline, "ana", "ben", limit=2))
+        assert [e.type for e in timeline] == ["meeting.held", "favor.requested", "favor.granted"]
+        assert ledger.event(story[1].id).stream == appended.events[1].stream
+        assert [e.version for e in ledger.stream(appended.events[1].stream).items] == [1, 2]
+        assert ledger.horizon().cursor == appended.cursor
+
+
+async def test_the_async_client_reads_its_own_writes(server: str, tenant: Tenant) -> None:
+    story = introduction_story()
+    async with AsyncLedger(server, tenant.key) as ledger:
+        appended = await ledger.append(*story)
+        summary = await ledger.person("ana", min_cursor=appended)
+        assert (summary.received, summary.relationships) == (3.0, 1)
+        related = [r.b async for r in ledger.iterate(ledger.relationships, "ana", limit=1)]
+        assert related == ["ben"]
+        timeline = [e.id async for e in ledger.iterate(ledger.timeline, "ben", limit=1)]
+        assert timeline == [e.id for e in story]
+        assert (await ledger.balances("ben")).items[0].given == 3.0
+        assert (await ledger.reconnect("ana")).next_cursor is None
+        assert [e.id async for e in ledger.iterate(ledger.events, types=["favor.granted"])] == [
+            story[2].id
+        ]
+
+
+def test_a_retry_after_a_dropped_answer_writes_nothing_twice(server: str, tenant: Tenant) -> None:
+    story = introduction_story()
+    with (
+        DroppingProxy(server, drop=1) as proxy,
+        Ledger(proxy.url, tenant.key, retry=NO_WAIT) as ledger,
+    ):
+        appended = ledger.append(*story)
+        assert (proxy.requests, proxy.dropped) == (2, 1)
+        assert not appended.created, "the retry found the first try's events: answered 200"
+        stored = ledger.events().items
+    assert [e.id for e in stored] == [e.id for e in story]
+    assert [e.position for e in stored] == [e.position for e in appended.events]
+
+
+async def test_the_async_client_retries_with_the_same_ids(server: str, tenant: Tenant) -> None:
+    story = introduction_story()
+    with DroppingProxy(server, drop=2) as proxy:
+        async with AsyncLedger(proxy.url, tenant.key, retry=NO_WAIT) as ledger:
+            appended = await ledger.append(*story)
+            stored = (await ledger.events()).items
+    assert (proxy.requests, proxy.dropped) == (4, 2)
+    assert not appended.created
+    assert [e.id for e in stored] == [e.id for e in story]
+
+
+def test_it_gives_up_after_its_attempts(server: str, tenant: Tenant) -> None:
+    story = introduction_story()
+    with (
+        DroppingProxy(server, drop=10) as proxy,
+        Ledger(proxy.url, tenant.key, retry=NO_WAIT) as ledger,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError):
+            ledger.append(*story)
+        assert proxy.requests == 3
+    with Ledger(server, tenant.key) as ledger:
+        assert len(ledger.events().items) == 3, "the first try was written, once"
+
+
+def test_errors_are_problems_with_their_fields(server: str, tenant: Tenant) -> None:
+    story = introduction_story()
+    with DroppingProxy(server) as proxy, Ledger(proxy.url, tenant.key, retry=NO_WAIT) as ledger:
+        ledger.append(*story)
+        again = event(
+            FavorRequested(
+                favor_id=story[1].data.favor_id,  # type: ignore[attr-defined]
+                requester="ana",
+                asked_of="cleo",
+                kind="advice",
+            ),
+            occurred_at=START,
+            expected_version=0,
+        )
+        with pytest.raises(ProblemError) as conflict:
+            ledger.append(again)
+        assert (conflict.value.status, conflict.value.slug) == (409, "version-conflict")
+        assert conflict.value.problem.actual_version == 2
+        assert conflict.value.body["stream"] == story[1].data.stream()
+        assert proxy.requests == 2, "a 409 is an answer, not a failure: not retried"
+
+        with pytest.raises(ProblemError) as unknown:
+            ledger.balances("nobody-at-all")
+        assert (unknown.value.status, unknown.value.field) == (404, "person")
+
+        with pytest.raises(ProblemError) as bad_limit:
+            ledger.events(limit=0)
+        assert (bad_limit.value.status, bad_limit.value.field) == (422, "limit")
+
+    with Ledger(server, "ldg_nope_nope") as stranger, pytest.raises(ProblemError) as denied:
+        stranger.events()
+    assert (denied.value.status, denied.value.slug) == (401, "unauthorized")
+    assert denied.value.headers["www-authenticate"] == "Bearer"
+
+
+def test_events_are_checked_before_they_are_sent() -> None:
+    with pytest.raises(ValueError, match=r"giver"):
+        event(FavorGranted(favor_id="f", giver="ana", receiver="ana", kind="advice"))
+    with pytest.raises(ValueError, match=r"kind"):
+        event(MessageSent(from_="ana", to="ben", kind="shout"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="time zone"):
+        event(MessageSent(from_="ana", to="ben", kind="reply"), occurred_at=datetime(2025, 1, 1))
+    first, second = (
+        event(MessageSent(from_="a", to="b", kind="reply")),
+        event(MessageSent(from_="a", to="b", kind="reply")),
+    )
+    assert first.id != second.id, "each event gets its own id when it is made"
+
+
+def test_read_your_writes_sends_the_cursor(database_url: str, tenant: Tenant) -> None:
+    """Without a projector nothing ever catches up: the read must wait, then say so."""
+    env = env_with(LEDGER_DATABASE_URL=database_url, LEDGER_MIN_CURSOR_WAIT="0.2")
+    with serving(env, "--no-projector") as base:
+        with Ledger(base, tenant.key, retry=NO_WAIT, read_your_writes=True) as ledger:
+            ledger.append(*introduction_story())
+            with pytest.raises(ProblemError) as waited:
+                ledger.balances("ana")
+            assert (waited.value.status, waited.value.field) == (503, "Ledger-Min-Cursor")
+            assert waited.value.problem.ledger_cursor is not None
+        with Ledger(base, tenant.key) as ledger, pytest.raises(ProblemError) as unseen:
+            ledger.balances("ana")
+        assert unseen.value.status == 404, "without the cursor the read does not wait"
+
+
+def test_the_example_runs_as_documented(server: str, tenant: Tenant) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "client_quickstart.py"
+    env = env_with(LEDGER_URL=server, LEDGER_KEY=tenant.key)
+    result = subprocess.run(
+        [sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "appended 3 events" in result.stdout
+    assert "ana and ben: net -1" in result.stdout
+    assert "ana and ben: acquaintance" in result.stdout
