@@ -7,18 +7,22 @@ its own writes.
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
 from ledger.client import (
     AsyncLedger,
+    Envelope,
     FavorGranted,
     FavorRequested,
     Ledger,
@@ -29,9 +33,9 @@ from ledger.client import (
     event,
 )
 from ledger.client.events import Event
-from tests.conftest import Tenant
+from tests.conftest import Tenant, with_database
 from tests.proxy import DroppingProxy
-from tests.test_cli import env_with, serving
+from tests.test_cli import env_with, run, serving
 
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
 NO_WAIT = Retry(attempts=3, backoff=0.01, max_delay=0.05)
@@ -68,6 +72,18 @@ def introduction_story() -> list[Event]:
     ]
 
 
+def followed(base: str, key: str, count: int) -> list[Envelope]:
+    """The tenant's log once it shows ``count`` events (bounded wait): the commit
+    horizon holds new events back while any transaction in the cluster runs."""
+    deadline = time.monotonic() + 30
+    with Ledger(base, key) as ledger:
+        while True:
+            log = list(ledger.iterate(ledger.events, limit=1))
+            if len(log) >= count or time.monotonic() > deadline:
+                return log
+            time.sleep(0.05)
+
+
 def test_typed_events_append_and_read_back(server: str, tenant: Tenant) -> None:
     story = introduction_story()
     with Ledger(server, tenant.key, read_your_writes=True) as ledger:
@@ -84,15 +100,15 @@ def test_typed_events_append_and_read_back(server: str, tenant: Tenant) -> None:
         relationship = ledger.relationship("ben", "ana")
         assert (relationship.stage, relationship.given) == ("acquaintance", 3.0)
 
-        followed = list(ledger.iterate(ledger.events, limit=1))
-        assert [e.id for e in followed] == [e.id for e in story]
-        assert followed[2].metadata == {"actor": "crm-sync"}
-        assert followed[2].data["giver"] == "ben"
+        log = followed(server, tenant.key, 3)
+        assert [e.id for e in log] == [e.id for e in story]
+        assert log[2].metadata == {"actor": "crm-sync"}
+        assert log[2].data["giver"] == "ben"
         timeline = list(ledger.iterate(ledger.pair_timeline, "ana", "ben", limit=2))
         assert [e.type for e in timeline] == ["meeting.held", "favor.requested", "favor.granted"]
         assert ledger.event(story[1].id).stream == appended.events[1].stream
         assert [e.version for e in ledger.stream(appended.events[1].stream).items] == [1, 2]
-        assert ledger.horizon().cursor == appended.cursor
+        assert ledger.horizon().cursor == log[-1].cursor == appended.cursor
 
 
 async def test_the_async_client_reads_its_own_writes(server: str, tenant: Tenant) -> None:
@@ -107,9 +123,9 @@ async def test_the_async_client_reads_its_own_writes(server: str, tenant: Tenant
         assert timeline == [e.id for e in story]
         assert (await ledger.balances("ben")).items[0].given == 3.0
         assert (await ledger.reconnect("ana")).next_cursor is None
-        assert [e.id async for e in ledger.iterate(ledger.events, types=["favor.granted"])] == [
-            story[2].id
-        ]
+        followed(server, tenant.key, 3)
+        granted = [e.id async for e in ledger.iterate(ledger.events, types=["favor.granted"])]
+        assert granted == [story[2].id]
 
 
 def test_a_retry_after_a_dropped_answer_writes_nothing_twice(server: str, tenant: Tenant) -> None:
@@ -131,8 +147,8 @@ async def test_the_async_client_retries_with_the_same_ids(server: str, tenant: T
     with DroppingProxy(server, drop=2) as proxy:
         async with AsyncLedger(proxy.url, tenant.key, retry=NO_WAIT) as ledger:
             appended = await ledger.append(*story)
-            stored = (await ledger.events()).items
-    assert (proxy.requests, proxy.dropped) == (4, 2)
+    stored = followed(server, tenant.key, 3)
+    assert (proxy.requests, proxy.dropped) == (3, 2)
     assert not appended.created
     assert [e.id for e in stored] == [e.id for e in story]
 
@@ -146,8 +162,7 @@ def test_it_gives_up_after_its_attempts(server: str, tenant: Tenant) -> None:
         with pytest.raises(httpx.RemoteProtocolError):
             ledger.append(*story)
         assert proxy.requests == 3
-    with Ledger(server, tenant.key) as ledger:
-        assert len(ledger.events().items) == 3, "the first try was written, once"
+    assert len(followed(server, tenant.key, 3)) == 3, "the first try was written, once"
 
 
 def test_errors_are_problems_with_their_fields(server: str, tenant: Tenant) -> None:
@@ -199,17 +214,31 @@ def test_events_are_checked_before_they_are_sent() -> None:
     assert first.id != second.id, "each event gets its own id when it is made"
 
 
-def test_read_your_writes_sends_the_cursor(database_url: str, tenant: Tenant) -> None:
+@pytest.fixture(scope="module")
+async def unprojected_url(server_url: str, template_database: str) -> AsyncIterator[str]:
+    """A database of its own, so that no projector of the other tests' server reaches it."""
+    name = f"ledger_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield with_database(server_url, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def test_read_your_writes_sends_the_cursor(unprojected_url: str) -> None:
     """Without a projector nothing ever catches up: the read must wait, then say so."""
-    env = env_with(LEDGER_DATABASE_URL=database_url, LEDGER_MIN_CURSOR_WAIT="0.2")
+    env = env_with(LEDGER_DATABASE_URL=unprojected_url, LEDGER_MIN_CURSOR_WAIT="0.2")
+    key = run(env, "keys", "create", "--tenant", "waiting").stdout.strip().splitlines()[-1]
     with serving(env, "--no-projector") as base:
-        with Ledger(base, tenant.key, retry=NO_WAIT, read_your_writes=True) as ledger:
+        with Ledger(base, key, retry=NO_WAIT, read_your_writes=True) as ledger:
             ledger.append(*introduction_story())
             with pytest.raises(ProblemError) as waited:
                 ledger.balances("ana")
             assert (waited.value.status, waited.value.field) == (503, "Ledger-Min-Cursor")
             assert waited.value.problem.ledger_cursor is not None
-        with Ledger(base, tenant.key) as ledger, pytest.raises(ProblemError) as unseen:
+        with Ledger(base, key) as ledger, pytest.raises(ProblemError) as unseen:
             ledger.balances("ana")
         assert unseen.value.status == 404, "without the cursor the read does not wait"
 
