@@ -19,6 +19,8 @@ from ledger.api.events import ROUTES as EVENT_ROUTES
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
+from ledger.api.operations import ROUTES as OPERATION_ROUTES
+from ledger.api.operations import observe
 from ledger.errors import LedgerError
 from ledger.projections import projector
 from ledger.store.database import create_pool
@@ -57,6 +59,7 @@ def create_app(
         worker = (
             asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None
         )
+        app.state.projector = worker
         try:
             yield
         finally:
@@ -65,8 +68,14 @@ def create_app(
                 await worker
             await app.state.pool.close()
 
-    return Litestar(
-        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
+    app = Litestar(
+        route_handlers=[
+            *EVENT_ROUTES,
+            *NETWORK_ROUTES,
+            *OPERATION_ROUTES,
+            health,
+            openapi_document,
+        ],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,
@@ -85,3 +94,4 @@ def create_app(
             render_plugins=[JsonRenderPlugin()],
         ),
     )
+    return observe(app)

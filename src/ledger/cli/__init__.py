@@ -17,6 +17,7 @@ from typing import TypeVar
 from ledger.cli.progress import Progress
 from ledger.config import Settings
 from ledger.errors import LedgerError, NotFound
+from ledger.observe.logs import LOG_CONFIG
 from ledger.projections import projector
 from ledger.projections.projector import PROJECTION
 from ledger.store.database import Connection, connect, create_pool, resolve_url
@@ -205,7 +206,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         run_projector=not args.no_projector,
         min_cursor_wait=settings.min_cursor_wait,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=LOG_CONFIG)
     return 0
 
 
