@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format openapi openapi-check migrate bench clean
+.PHONY: help install run test lint format openapi openapi-check migrate bench clean chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,10 @@ run: $(STAMP) ## serve the API on LEDGER_HOST:LEDGER_PORT (embedded PostgreSQL u
 
 test: $(STAMP) ## run the test suite (LEDGER_TEST_DATABASE_URL, else Docker, else embedded PostgreSQL)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+chromium: ## install Debian's chromium if missing (the /ui test drives it; needs root)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@command -v chromium
 
 lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check src tests migrations bench examples

@@ -25,6 +25,7 @@ from ledger.errors import LedgerError
 from ledger.projections import projector
 from ledger.store.database import create_pool
 from ledger.store.migrate import upgrade
+from ledger.ui import ROUTER as UI_ROUTER
 
 API_VERSION = "1.0.0"
 
@@ -73,6 +74,7 @@ def create_app(
             *EVENT_ROUTES,
             *NETWORK_ROUTES,
             *OPERATION_ROUTES,
+            UI_ROUTER,
             health,
             openapi_document,
         ],
