@@ -7,16 +7,14 @@ its own writes.
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -33,9 +31,9 @@ from ledger.client import (
     event,
 )
 from ledger.client.events import Event
-from tests.conftest import Tenant, with_database
+from tests.conftest import Tenant
 from tests.proxy import DroppingProxy
-from tests.test_cli import env_with, run, serving
+from tests.test_cli import env_with, serving
 
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
 NO_WAIT = Retry(attempts=3, backoff=0.01, max_delay=0.05)
@@ -74,8 +72,9 @@ def introduction_story() -> list[Event]:
 
 def followed(base: str, key: str, count: int) -> list[Envelope]:
     """The tenant's log once it shows ``count`` events (bounded wait): the commit
-    horizon holds new events back while any transaction in the cluster runs."""
-    deadline = time.monotonic() + 30
+    horizon holds new events back while any older transaction in the cluster runs
+    (on a PostgreSQL shared with other test runs, that can be a while)."""
+    deadline = time.monotonic() + 90
     with Ledger(base, key) as ledger:
         while True:
             log = list(ledger.iterate(ledger.events, limit=1))
@@ -137,7 +136,7 @@ def test_a_retry_after_a_dropped_answer_writes_nothing_twice(server: str, tenant
         appended = ledger.append(*story)
         assert (proxy.requests, proxy.dropped) == (2, 1)
         assert not appended.created, "the retry found the first try's events: answered 200"
-        stored = ledger.events().items
+    stored = followed(server, tenant.key, 3)
     assert [e.id for e in stored] == [e.id for e in story]
     assert [e.position for e in stored] == [e.position for e in appended.events]
 
@@ -212,35 +211,6 @@ def test_events_are_checked_before_they_are_sent() -> None:
         event(MessageSent(from_="a", to="b", kind="reply")),
     )
     assert first.id != second.id, "each event gets its own id when it is made"
-
-
-@pytest.fixture(scope="module")
-async def unprojected_url(server_url: str, template_database: str) -> AsyncIterator[str]:
-    """A database of its own, so that no projector of the other tests' server reaches it."""
-    name = f"ledger_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-        yield with_database(server_url, name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-def test_read_your_writes_sends_the_cursor(unprojected_url: str) -> None:
-    """Without a projector nothing ever catches up: the read must wait, then say so."""
-    env = env_with(LEDGER_DATABASE_URL=unprojected_url, LEDGER_MIN_CURSOR_WAIT="0.2")
-    key = run(env, "keys", "create", "--tenant", "waiting").stdout.strip().splitlines()[-1]
-    with serving(env, "--no-projector") as base:
-        with Ledger(base, key, retry=NO_WAIT, read_your_writes=True) as ledger:
-            ledger.append(*introduction_story())
-            with pytest.raises(ProblemError) as waited:
-                ledger.balances("ana")
-            assert (waited.value.status, waited.value.field) == (503, "Ledger-Min-Cursor")
-            assert waited.value.problem.ledger_cursor is not None
-        with Ledger(base, key) as ledger, pytest.raises(ProblemError) as unseen:
-            ledger.balances("ana")
-        assert unseen.value.status == 404, "without the cursor the read does not wait"
 
 
 def test_the_example_runs_as_documented(server: str, tenant: Tenant) -> None:
