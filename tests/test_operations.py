@@ -268,7 +268,10 @@ def test_logs_are_json_with_request_ids_and_never_a_key(
     text = log.read_text()
     secret = key.rsplit("_", 1)[1]
     assert secret not in text, "an API key reached the logs"
+    plain = [line for line in text.splitlines() if not line.startswith("{")]
+    assert all(line.startswith("ledger: ") for line in plain), plain  # the CLI's own banner
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any(line["logger"].startswith("alembic") for line in lines), "library logs are JSON too"
     requests = [line for line in lines if line.get("logger") == "ledger.access"]
     traced = [line for line in requests if line.get("request_id") == "trace-me-1"]
     assert len(traced) == 1

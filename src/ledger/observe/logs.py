@@ -69,6 +69,7 @@ LOG_CONFIG: Final[dict[str, Any]] = {
             "stream": "ext://sys.stderr",
         }
     },
+    "root": {"handlers": ["stderr"], "level": "INFO"},
     "loggers": {
         "ledger": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
