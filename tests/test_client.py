@@ -7,13 +7,17 @@ its own writes.
 
 from __future__ import annotations
 
+import http.server
+import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -223,3 +227,72 @@ def test_the_example_runs_as_documented(server: str, tenant: Tenant) -> None:
     assert "appended 3 events" in result.stdout
     assert "ana and ben: net -1" in result.stdout
     assert "ana and ben: acquaintance" in result.stdout
+
+
+class Flaky(http.server.BaseHTTPRequestHandler):
+    """A loopback stand-in for a ledger behind a struggling proxy: it answers from
+    ``script`` in turn and records what each try sent."""
+
+    script: ClassVar[list[tuple[int, dict[str, str], bytes]]] = []
+    seen: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Flaky.seen.append((dict(self.headers), body))
+        status, headers, answer = Flaky.script.pop(0)
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(answer))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def flaky() -> Iterator[str]:
+    Flaky.script, Flaky.seen = [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_busy_answers_are_retried_then_reported(flaky: str) -> None:
+    busy = (503, {"Retry-After": "0"}, b'{"status": 503, "title": "busy", "detail": "later"}')
+    html = (502, {"Content-Type": "text/html"}, b"<html>bad gateway</html>")
+    Flaky.script = [busy, (429, {}, b"{}"), html]
+    story = introduction_story()
+    with Ledger(flaky, "ldg_a_b", retry=NO_WAIT) as ledger, pytest.raises(ProblemError) as failed:
+        ledger.append(*story)
+    assert (failed.value.status, failed.value.problem.title) == (502, "Bad Gateway")
+    assert "bad gateway" in failed.value.detail, "a body that is no problem+json is kept as text"
+    assert len(Flaky.seen) == 3
+    assert len({headers["X-Request-Id"] for headers, _ in Flaky.seen}) == 1, "one id per call"
+    assert len({body for _, body in Flaky.seen}) == 1, "every try sends the same events"
+    sent = json.loads(Flaky.seen[0][1])["events"]
+    assert [e["id"] for e in sent] == [str(e.id) for e in story]
+
+
+def test_a_refusal_is_not_retried(flaky: str) -> None:
+    problem = b'{"type": "urn:ledger:problem:payload-too-large", "status": 413, "limit": 65536}'
+    Flaky.script = [(413, {"Content-Type": "application/problem+json"}, problem)]
+    with Ledger(flaky, "ldg_a_b", retry=NO_WAIT) as ledger, pytest.raises(ProblemError) as refused:
+        ledger.append(*introduction_story())
+    assert (refused.value.slug, refused.value.problem.limit) == ("payload-too-large", 65536)
+    assert len(Flaky.seen) == 1
+
+
+def test_retry_delays_follow_retry_after_and_back_off() -> None:
+    retry = Retry(attempts=3, backoff=0.5, max_delay=4.0)
+    request = httpx.Request("GET", "http://ledger.invalid/")
+    later = httpx.Response(503, headers={"Retry-After": "30"}, request=request)
+    assert retry.delay(0, later) == 4.0, "Retry-After, capped by max_delay"
+    assert retry.delay(0, httpx.Response(400, request=request)) is None
+    jittered = retry.delay(1, None)
+    assert jittered is not None
+    assert 0 <= jittered <= 1.0, "jittered within backoff * 2**attempt"
+    assert retry.delay(2, None) is None, "three attempts in all"
