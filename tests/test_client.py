@@ -296,3 +296,12 @@ def test_retry_delays_follow_retry_after_and_back_off() -> None:
     assert jittered is not None
     assert 0 <= jittered <= 1.0, "jittered within backoff * 2**attempt"
     assert retry.delay(2, None) is None, "three attempts in all"
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    """An app that only talks to the ledger needs neither a database driver nor Litestar."""
+    probe = "import sys, ledger.client; print(sorted({'asyncpg', 'litestar'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
