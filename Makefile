@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format openapi openapi-check migrate bench clean
+.PHONY: help install run test lint format openapi openapi-check migrate bench clean chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,14 +28,18 @@ run: $(STAMP) ## serve the API on LEDGER_HOST:LEDGER_PORT (embedded PostgreSQL u
 test: $(STAMP) ## run the test suite (LEDGER_TEST_DATABASE_URL, else Docker, else embedded PostgreSQL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+chromium: ## install Debian's chromium if missing (the /ui test drives it; needs root)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@command -v chromium
+
 lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
-	$(BIN)/ruff check src tests migrations bench
-	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/ruff check src tests migrations bench examples
+	$(BIN)/ruff format --check src tests migrations bench examples
 	$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix src tests migrations bench
-	$(BIN)/ruff format src tests migrations bench
+	$(BIN)/ruff check --fix src tests migrations bench examples
+	$(BIN)/ruff format src tests migrations bench examples
 
 openapi: $(STAMP) ## regenerate openapi/v1.json from the code
 	$(BIN)/python -m ledger.api.openapi > openapi/v1.json

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,31 +40,36 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(env: dict[str, str]) -> Iterator[str]:
+def serving(env: dict[str, str], *args: str, log: Path | None = None) -> Iterator[str]:
+    """``ledger serve`` on a free port until the block ends; its output goes to
+    ``log`` (a file, so that a chatty server never blocks on a full pipe)."""
     port = free_port()
-    process = subprocess.Popen(
-        [*LEDGER, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the server did not answer /health within 60 s")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with tempfile.TemporaryDirectory(prefix="ledger-serve-") as folder:
+        output = log or Path(folder) / "serve.log"
+        with output.open("w") as sink:
+            process = subprocess.Popen(
+                [*LEDGER, "serve", "--port", str(port), *args],
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                assert process.poll() is None, output.read_text()
+                try:
+                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("the server did not answer /health within 60 s")
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def test_keys_create_list_revoke(database_url: str) -> None:

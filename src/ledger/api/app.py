@@ -22,6 +22,8 @@ from ledger.api.feeds import FeedSettings
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
+from ledger.api.operations import ROUTES as OPERATION_ROUTES
+from ledger.api.operations import observe
 from ledger.api.rules import ROUTES as RULE_ROUTES
 from ledger.api.webhooks import ROUTES as WEBHOOK_ROUTES
 from ledger.errors import LedgerError
@@ -31,6 +33,7 @@ from ledger.rules.feed import CHANNEL as VIOLATIONS_CHANNEL
 from ledger.store.append import NOTIFY_CHANNEL
 from ledger.store.database import create_pool
 from ledger.store.migrate import upgrade
+from ledger.ui import ROUTER as UI_ROUTER
 from ledger.webhooks import dispatcher
 from ledger.webhooks.dispatcher import DispatchSettings
 from ledger.webhooks.store import WEBHOOKS_CHANNEL
@@ -73,6 +76,7 @@ def create_app(
         worker = (
             asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None
         )
+        app.state.projector = worker
         try:
             async with listening(
                 app.state.pool, [NOTIFY_CHANNEL, WEBHOOKS_CHANNEL, VIOLATIONS_CHANNEL]
@@ -99,7 +103,7 @@ def create_app(
                 await worker
             await app.state.pool.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *EVENT_ROUTES,
             *FEED_ROUTES,
@@ -107,6 +111,8 @@ def create_app(
             *RULE_ROUTES,
             *WEBHOOK_ROUTES,
             *DIGEST_ROUTES,
+            *OPERATION_ROUTES,
+            UI_ROUTER,
             health,
             openapi_document,
         ],
@@ -128,3 +134,4 @@ def create_app(
             render_plugins=[JsonRenderPlugin()],
         ),
     )
+    return observe(app)

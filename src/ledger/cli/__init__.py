@@ -18,6 +18,7 @@ from ledger.cli import audit
 from ledger.cli.progress import Progress
 from ledger.config import Settings
 from ledger.errors import LedgerError, NotFound
+from ledger.observe.logs import LOG_CONFIG
 from ledger.projections import projector
 from ledger.projections.projector import PROJECTION
 from ledger.projections.registry import PROJECTIONS
@@ -222,8 +223,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         app,
         host=host,
         port=port,
-        log_level="info",
         access_log=False,
+        log_config=LOG_CONFIG,
         timeout_graceful_shutdown=5,
     )
     return 0
