@@ -25,7 +25,7 @@ install: $(STAMP) ## create .venv and install the ledger (the `ledger` command l
 run: $(STAMP) ## serve the API on LEDGER_HOST:LEDGER_PORT (embedded PostgreSQL unless LEDGER_DATABASE_URL)
 	$(BIN)/ledger serve
 
-test: $(STAMP) ## run the test suite (LEDGER_TEST_DATABASE_URL, else Docker, else embedded PostgreSQL)
+test: $(STAMP) chromium ## run the test suite (LEDGER_TEST_DATABASE_URL, else Docker, else embedded PostgreSQL)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 chromium: ## install Debian's chromium if missing (the /ui test drives it; needs root)

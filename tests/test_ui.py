@@ -4,9 +4,9 @@ Ana has coffee with Ben; they help each other (a connection). She messages
 Cleo, and Dan does her a favor she has not returned. Someone opens the page,
 pastes a key, and looks at Ana. A screenshot lands in tests/artifacts/.
 
-The violations endpoint belongs to the rules (built elsewhere): its two states
-are served here through Playwright's request routing, in the documented shape;
-everything else comes from the real API.
+One test reads Ana's violations from the real rules; the others serve the
+violations route's edge states (404 from an older server, an empty list)
+through Playwright's request routing, in the documented shape.
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
-from ledger.client import FavorGranted, Ledger, MeetingHeld, MessageSent, event
+from ledger.client import (
+    FavorGranted,
+    Ledger,
+    MeetingHeld,
+    MessageSent,
+    NameInvoked,
+    event,
+)
 from tests.test_cli import env_with, run, serving
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -186,6 +193,25 @@ def test_a_person_s_network_balances_timeline_and_violations(
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui.png"), full_page=True)
     assert (ARTIFACTS / "ui.png").stat().st_size > 10_000
+
+
+def test_real_violations_with_their_explanations(server: str, key: str, page: Page) -> None:
+    ana_network(server, key)
+    with Ledger(server, key) as ledger:
+        dropped = ledger.append(
+            event(
+                NameInvoked(invoker="ana", referrer="ben", contacted="cleo", consent="not_given"),
+                occurred_at=NOW - timedelta(days=1),
+            )
+        )
+        listed = ledger.violations(person="ana", codes=["E104"], min_cursor=dropped)
+        assert [v.offender for v in listed.items] == ["ana"]
+    look_at(page, server, key, "ana")
+    page.wait_for_selector("#violations li[data-code=E104]")
+    text = page.inner_text("#violations")
+    assert "ana used ben's name to approach cleo without consent (ben said no)" in text
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-violations.png"), full_page=True)
 
 
 def test_violations_not_available_is_said_plainly(server: str, key: str, page: Page) -> None:

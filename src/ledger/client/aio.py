@@ -24,6 +24,7 @@ from ledger.client.wire import (
     Relationship,
     RelationshipPage,
     SuggestionPage,
+    ViolationPage,
 )
 
 T = TypeVar("T")
@@ -179,4 +180,27 @@ class AsyncLedger(ClientBase):
     ) -> EventPage:
         waiting = self._min(min_cursor)
         call = calls.pair_timeline(a, b, cursor=cursor, limit=limit, min_cursor=waiting)
+        return await self.run(call)
+
+    async def violations(
+        self,
+        *,
+        person: str | None = None,
+        offender: str | None = None,
+        codes: Sequence[str] = (),
+        severities: Sequence[str] = (),
+        cursor: str | None = None,
+        limit: int | None = None,
+        min_cursor: MinCursor = None,
+    ) -> ViolationPage:
+        """Etiquette violations, in the order they happened (``person``: offender or affected)."""
+        call = calls.violations(
+            person=person,
+            offender=offender,
+            codes=codes,
+            severities=severities,
+            cursor=cursor,
+            limit=limit,
+            min_cursor=self._min(min_cursor),
+        )
         return await self.run(call)

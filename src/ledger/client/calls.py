@@ -29,6 +29,7 @@ from ledger.client.wire import (
     Relationship,
     RelationshipPage,
     SuggestionPage,
+    ViolationPage,
 )
 
 T = TypeVar("T")
@@ -100,6 +101,7 @@ _BALANCES: Final = msgspec.json.Decoder(BalancePage)
 _RELATIONSHIP: Final = msgspec.json.Decoder(Relationship)
 _RELATIONSHIPS: Final = msgspec.json.Decoder(RelationshipPage)
 _SUGGESTIONS: Final = msgspec.json.Decoder(SuggestionPage)
+_VIOLATIONS: Final = msgspec.json.Decoder(ViolationPage)
 
 
 def _read_append(response: httpx.Response) -> AppendResult:
@@ -204,3 +206,24 @@ def pair_timeline(
     path = f"/v1/relationships/{_segment(a)}/{_segment(b)}/timeline"
     params = _page(cursor, limit)
     return Call("GET", path, answer(_EVENT_PAGE), params=params, headers=_waiting(min_cursor))
+
+
+def violations(
+    *,
+    person: str | None,
+    offender: str | None,
+    codes: Sequence[str],
+    severities: Sequence[str],
+    cursor: str | None,
+    limit: int | None,
+    min_cursor: MinCursor,
+) -> Call[ViolationPage]:
+    """The tenant's violations; ``person`` as offender or affected."""
+    params = _page(cursor, limit) + [("code", c) for c in codes]
+    params += [("severity", s) for s in severities]
+    params += [
+        (name, value) for name, value in (("person", person), ("offender", offender)) if value
+    ]
+    return Call(
+        "GET", "/v1/violations", answer(_VIOLATIONS), params=params, headers=_waiting(min_cursor)
+    )

@@ -82,6 +82,24 @@ class SuggestionPage(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
+class Violation(msgspec.Struct, frozen=True, kw_only=True):
+    """An etiquette violation as ``GET /v1/violations`` lists it."""
+
+    id: uuid.UUID
+    code: str
+    severity: str
+    offender: str
+    affected: list[str]
+    evidence: list[uuid.UUID]
+    occurred_at: datetime
+    explanation: str
+
+
+class ViolationPage(msgspec.Struct, frozen=True):
+    items: list[Violation]
+    next_cursor: str | None
+
+
 class Horizon(msgspec.Struct, frozen=True):
     cursor: str | None
     pending_events: int
