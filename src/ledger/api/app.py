@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from ledger.api import problems
+from ledger.api.audit import ROUTES as AUDIT_ROUTES
 from ledger.api.auth import principal
 from ledger.api.events import ROUTES as EVENT_ROUTES
 from ledger.api.health import health
@@ -66,7 +67,7 @@ def create_app(
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
+        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, *AUDIT_ROUTES, health, openapi_document],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,

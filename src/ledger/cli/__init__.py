@@ -1,4 +1,4 @@
-"""The ``ledger`` command line: serve, migrate, keys.
+"""The ``ledger`` command line: serve, migrate, keys, projections, verify.
 
 Every command finds its database the same way as ``serve`` (see
 :mod:`ledger.store.database`), so ``ledger keys create`` works on the same data
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from ledger.cli import audit as audit_commands
 from ledger.cli.progress import Progress
 from ledger.config import Settings
 from ledger.errors import LedgerError, NotFound
@@ -160,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("key_id", help="the key id shown by `ledger keys list`")
     revoke.set_defaults(run=_keys_revoke)
+
+    audit_commands.add_parsers(commands, _with_connection)
     return parser
 
 
