@@ -25,17 +25,20 @@ and run the rules over them with the same ``policies``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
 
+from ledger.audit.asof import FIELD
+from ledger.errors import InvalidInput, Unavailable
 from ledger.projections.core import Fold, PolicyTimeline, ProjectedEvent
 from ledger.projections.projector import events_after, to_projected
 from ledger.store.cursor import START, Cursor
 from ledger.store.database import Connection
-from ledger.store.read import VISIBLE
+from ledger.store.read import ENVELOPE_COLUMNS, VISIBLE, Envelope, envelope_of
 
 
 class Bound(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,3 +141,72 @@ async def log_until(
             return
         yield events
         cursor = Cursor(events[-1].tx_id, events[-1].position)
+
+
+_AT_CURSOR: Final = f"""
+SELECT e.recorded_at, e.{VISIBLE} AS visible
+FROM events e
+WHERE e.tenant_id = $1 AND e.tx_id = $2::text::xid8 AND e.position = $3
+"""
+
+_HEAD: Final = f"""
+SELECT e.tx_id::text::bigint AS tx_id, e.position FROM events e
+WHERE e.tenant_id = $1 AND e.{VISIBLE}
+ORDER BY e.tx_id DESC, e.position DESC LIMIT 1
+"""
+
+_KNOWN: Final = f"""
+SELECT EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = $1 AND {_WITHIN}
+               AND e.people @> $5::jsonb)
+"""
+
+_ENVELOPES: Final = f"""
+SELECT {ENVELOPE_COLUMNS}
+FROM events e
+WHERE e.tenant_id = $1 AND e.id = ANY($2::uuid[])
+"""
+
+
+async def resolve(conn: Connection, tenant_id: int, as_of: Cursor | datetime) -> Bound:
+    """The bound an ``as_of`` stands for in this tenant's log.
+
+    A cursor must be a place in this tenant's log (or the start): the ledger
+    knew what was recorded up to it, and stage and strength are read at the
+    moment it was recorded. A time bounds what happened, as known now (up to
+    the readable head of the log), read at that time.
+    """
+    if isinstance(as_of, datetime):
+        head = await conn.fetchrow(_HEAD, tenant_id)
+        cursor = START if head is None else Cursor(head["tx_id"], head["position"])
+        return Bound(cursor=cursor, happened_by=as_of, now=as_of)
+    if as_of == START:
+        return Bound(cursor=START, happened_by=None, now=datetime.now(UTC))
+    row = await conn.fetchrow(_AT_CURSOR, tenant_id, str(as_of.tx_id), as_of.position)
+    if row is None:
+        raise InvalidInput(
+            "as_of is not a place in this tenant's log; use a cursor this tenant was given "
+            "(an append's cursor, an event's cursor, a Ledger-Cursor header) or an RFC 3339 time",
+            field=FIELD,
+            in_body=False,
+        )
+    if not row["visible"]:
+        raise Unavailable(
+            "as_of is a place the readable log has not reached yet (an older transaction is "
+            "still running); retry shortly",
+            field=FIELD,
+            in_body=False,
+        )
+    return Bound(cursor=as_of, happened_by=None, now=row["recorded_at"])
+
+
+async def knows(conn: Connection, tenant_id: int, person: str, bound: Bound) -> bool:
+    """Whether any event within ``bound`` involves ``person``."""
+    return bool(
+        await conn.fetchval(_KNOWN, *_args(tenant_id, bound), msgspec.json.encode([person]))
+    )
+
+
+async def envelopes(conn: Connection, tenant_id: int, ids: list[uuid.UUID]) -> list[Envelope]:
+    """Full events by id, in the order of ``ids``."""
+    rows = {row["id"]: envelope_of(row) for row in await conn.fetch(_ENVELOPES, tenant_id, ids)}
+    return [rows[i] for i in ids]
