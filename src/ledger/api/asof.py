@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any, Final, TypeVar
 
 from litestar import Request, Response
 from litestar.params import QueryParameter
 
 from ledger.api.state import pool_of
-from ledger.audit.asof import Past, parse_as_of
-from ledger.audit.replay import Bound, involving, knows, resolve
+from ledger.audit.asof import Past, page_after, parse_as_of
+from ledger.audit.replay import Bound, envelopes, involving, knows, resolve
 from ledger.errors import Forbidden, NotFound
+from ledger.projections.core import TimelineEntry
+from ledger.projections.read import encode_timeline_cursor
 from ledger.store.database import Connection
+from ledger.store.read import EventPage
 from ledger.tenants.keys import Principal
 
 AUDIT_SCOPE: Final = "audit"
@@ -81,6 +85,22 @@ async def past_of(
                     in_body=False,
                 )
     return past, bound
+
+
+async def timeline_page(
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    entries: list[TimelineEntry],
+    after: tuple[datetime, int],
+    limit: int,
+) -> EventPage:
+    """A page of replayed timeline entries as full events, paginated like the live timelines."""
+    page, more = page_after(entries, after, limit)
+    async with pool_of(request).acquire() as conn:
+        items = await envelopes(conn, principal.tenant_id, [e.event_id for e in page])
+    last = page[-1] if more else None
+    following = None if last is None else encode_timeline_cursor(last.occurred_at, last.position)
+    return EventPage(items, following)
 
 
 def answer(body: T, bound: Bound) -> Response[T]:
