@@ -3,6 +3,7 @@ what the log says. Every route needs the ``audit`` scope."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -18,9 +19,12 @@ from ledger.api.events import Limit, PageCursor
 from ledger.api.network import consistent
 from ledger.api.state import pool_of
 from ledger.audit.explain import Step, explain
-from ledger.audit.replay import Bound, involving, knows
+from ledger.audit.replay import Bound, involving, knows, of_types
 from ledger.audit.verify import Report, verify
+from ledger.audit.whatif import WEIGHTED_TYPES, BalanceChange, balance_changes
 from ledger.errors import InvalidInput, NotFound
+from ledger.events.envelope import split_error
+from ledger.events.vocabulary import PolicyChanged
 from ledger.projections import read
 from ledger.store.database import Connection
 from ledger.tenants.keys import Principal
@@ -90,6 +94,85 @@ async def get_explain(
     return answer(ExplainPage(page, following), bound)
 
 
+_POLICY: Final = msgspec.json.Decoder(PolicyChanged)
+_WHAT_IF_PREFIX: Final = "w1"
+
+
+class WhatIfPage(msgspec.Struct, frozen=True, kw_only=True):
+    """Balances that would differ, and how much of the log was replayed to say so."""
+
+    checked_events: int
+    items: list[BalanceChange]
+    next_cursor: str | None
+
+
+def _policy_of(body: bytes) -> PolicyChanged:
+    try:
+        return _POLICY.decode(body)
+    except msgspec.ValidationError as exc:
+        message, field = split_error(str(exc))
+        raise InvalidInput(
+            f"{message}; send the fields of a policy.changed event's data", field=field
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+
+
+def _after_pair(cursor: str | None) -> tuple[str, str] | None:
+    if cursor is None:
+        return None
+    try:
+        if not cursor.startswith(_WHAT_IF_PREFIX):
+            raise ValueError(cursor)
+        body = cursor[len(_WHAT_IF_PREFIX) :]
+        a, b = msgspec.json.decode(
+            base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)), type=tuple[str, str]
+        )
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidInput(
+            "cursor is not one this list issued; use next_cursor from the previous page",
+            field="cursor",
+            in_body=False,
+        ) from None
+    return a, b
+
+
+@post(
+    "/v1/audit/what-if",
+    opt={"scope": AUDIT_SCOPE, "request_body": "PolicyChanged"},
+    summary="The balances that would differ under another policy (nothing is written)",
+    description=(
+        "The body has the shape of a policy.changed event's data. The fields it names are laid "
+        "over every policy in the tenant's history (as if they had always held); the others keep "
+        "the tenant's own values. Items are the pairs whose balance would change, from a's side "
+        "(a < b), current (the live projections' checkpoint, Ledger-Cursor) and what-if."
+    ),
+    status_code=200,
+)
+async def post_what_if(
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    cursor: PageCursor = None,
+    limit: Limit = 100,
+) -> Response[WhatIfPage]:
+    change = _policy_of(await request.body())
+    after = _after_pair(cursor)
+    async with _bounded(request, principal, None) as (conn, bound):
+        replay = await of_types(conn, principal.tenant_id, WEIGHTED_TYPES, bound)
+    changes = [
+        c
+        for c in balance_changes(replay.events, replay.policies, change)
+        if after is None or (c.a, c.b) > after
+    ]
+    page = changes[:limit]
+    following = None
+    if len(changes) > limit:
+        token = base64.urlsafe_b64encode(msgspec.json.encode((page[-1].a, page[-1].b)))
+        following = _WHAT_IF_PREFIX + token.decode().rstrip("=")
+    body = WhatIfPage(checked_events=len(replay.events), items=page, next_cursor=following)
+    return answer(body, bound)
+
+
 @post(
     "/v1/audit/verify",
     opt={"scope": AUDIT_SCOPE},
@@ -108,4 +191,4 @@ async def post_verify(
     return Response(report)
 
 
-ROUTES: Final = [get_explain, post_verify]
+ROUTES: Final = [get_explain, post_what_if, post_verify]

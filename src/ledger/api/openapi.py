@@ -15,6 +15,7 @@ from litestar import Litestar
 
 from ledger.api.problems import PROBLEM_JSON, ProblemDetails
 from ledger.events.envelope import EventBatch
+from ledger.events.vocabulary import PolicyChanged
 
 _REF: Final = "#/components/schemas/{name}"
 _METHODS: Final = ("get", "post", "put", "patch", "delete")
@@ -22,8 +23,8 @@ _METHODS: Final = ("get", "post", "put", "patch", "delete")
 
 def build_document(app: Litestar) -> dict[str, Any]:
     document = app.openapi_schema.to_schema()
-    (batch, problem), components = msgspec.json.schema_components(
-        [EventBatch, ProblemDetails], ref_template=_REF
+    (batch, problem, policy), components = msgspec.json.schema_components(
+        [EventBatch, ProblemDetails, PolicyChanged], ref_template=_REF
     )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(components)
@@ -34,7 +35,7 @@ def build_document(app: Litestar) -> dict[str, Any]:
             "description": "An API key from `ledger keys create --tenant NAME`.",
         }
     }
-    bodies = {"EventBatch": batch}
+    bodies = {"EventBatch": batch, "PolicyChanged": policy}
     for path, item in document.get("paths", {}).items():
         for method in _METHODS:
             operation = item.get(method)

@@ -82,6 +82,14 @@ WHERE e.tenant_id = $1 AND {_WITHIN}
   AND e.type = 'policy.changed'
 """
 
+_OF_TYPES: Final = f"""
+SELECT {_COLUMNS}
+FROM events e
+WHERE e.tenant_id = $1 AND {_WITHIN}
+  AND e.type = ANY($5::text[])
+ORDER BY e.tx_id, e.position
+"""
+
 # Streams whose later steps name fewer people than their first event.
 _STREAMS_WITH_PARTIES: Final = ("favor-", "introduction-")
 
@@ -123,6 +131,13 @@ async def involving(
     events = sorted(
         (to_projected(row) for row in unique.values()), key=lambda e: (e.tx_id, e.position)
     )
+    return Replay(events, await policies_within(conn, tenant_id, bound), bound)
+
+
+async def of_types(conn: Connection, tenant_id: int, types: Iterable[str], bound: Bound) -> Replay:
+    """Only the events of ``types`` within ``bound`` (through the index by type), in log order."""
+    rows = await conn.fetch(_OF_TYPES, *_args(tenant_id, bound), sorted(set(types)))
+    events = [to_projected(row) for row in rows]
     return Replay(events, await policies_within(conn, tenant_id, bound), bound)
 
 

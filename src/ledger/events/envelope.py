@@ -101,7 +101,8 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     expected_version: int | None
 
 
-_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+# msgspec says "- at `$.path`", or "- at `key` in `$.path`" for a mapping's key.
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `(?:key` in `)?\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
 
 
