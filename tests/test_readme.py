@@ -42,4 +42,6 @@ def test_the_readme_examples_work_as_written(database_url: str) -> None:
     assert '"status":"ok"' in out  # health
     assert '"counterparty":"ben","given":1.0' in out  # read your own write
     assert "ledger 1.0.0" in out
+    assert '"weight_from":"policy","policy_version":0' in out  # explain
+    assert '"differences":[]' in out and "0 difference(s)" in out  # verify, API and command
     assert not re.search(r'"status":5\d\d', out), out
