@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +12,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from ledger.audit.asof import parse_as_of
+from ledger.errors import InvalidInput
 from ledger.scenario import Scenario
 from ledger.store.cursor import Cursor
 from ledger.store.database import Pool
@@ -133,7 +135,7 @@ async def test_replays_of_a_generated_network_equal_the_live_reads(
     """Declines and consents name one person: the replay must find their streams."""
     generated = [g.wire for g in Scenario(people=20, seed=3).events(600)]
     await projected(client, pool, tenant, generated)
-    for person in ["u0", "u1", "u5", "u11"]:
+    for person in sorted({p for e in generated for p in _people(e)})[:12]:
         for path in [
             f"/v1/people/{person}/balances?limit=1000",
             f"/v1/people/{person}/timeline?limit=1000",
@@ -146,6 +148,15 @@ async def test_replays_of_a_generated_network_equal_the_live_reads(
         live, cursor = await read(client, tenant, path)
         replayed, _ = await read(client, tenant, f"{path}&as_of={cursor}")
         assert replayed == live
+
+
+def _people(wire: dict[str, Any]) -> list[str]:
+    data = wire["data"]
+    found = [v for k, v in data.items() if isinstance(v, str) and k in PERSON_FIELDS]
+    return found + list(data.get("participants", []))
+
+
+PERSON_FIELDS = {"from", "to", "giver", "receiver", "requester", "asked_of", "by", "party"}
 
 
 async def test_replayed_timelines_paginate(client: Client, pool: Pool, tenant: Tenant) -> None:
@@ -226,3 +237,24 @@ async def test_unknown_people_as_of(client: Client, pool: Pool, tenant: Tenant) 
         assert_problem(response, 404, field)
     strangers, _ = await read(client, tenant, f"/v1/relationships/ben/dev?as_of={cursor}")
     assert strangers["stage"] == "stranger"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-03-01T09:00:00Z", "2025-03-01T09:00:00+00:00"),
+        ("2025-03-01t09:00:00z", "2025-03-01T09:00:00+00:00"),
+        ("2025-03-01T09:00:00.123456-05:30", "2025-03-01T09:00:00.123456-05:30"),
+        ("2025-03-01T09:00:00 02:00", "2025-03-01T09:00:00+02:00"),
+    ],
+)
+def test_rfc_3339_times_with_their_zone(text: str, expected: str) -> None:
+    parsed = parse_as_of(text)
+    assert isinstance(parsed, datetime) and parsed.isoformat() == expected
+
+
+def test_a_cursor_is_a_cursor() -> None:
+    assert parse_as_of(Cursor(12, 34).encode()) == Cursor(12, 34)
+    with pytest.raises(InvalidInput) as refused:
+        parse_as_of("2025-03-01T09:00:00+0200")  # ISO 8601, but not RFC 3339
+    assert refused.value.field == "as_of" and not refused.value.in_body

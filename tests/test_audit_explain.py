@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -122,3 +124,28 @@ async def test_explain_errors(client: Client, pool: Pool, tenant: Tenant) -> Non
     assert body["required_scope"] == "audit"
     stranger = await get_json(client, tenant, f"{base}/ana/ben/explain")
     assert len(stranger[0]["items"]) == 1
+
+
+async def test_explain_as_of_stops_where_the_ledger_stood(
+    client: Client, pool: Pool, tenant: Tenant
+) -> None:
+    first = await projected(
+        client, pool, tenant, [grant("ben", "ana", "advice", at=0), grant("ana", "ben", "money", 2)]
+    )
+    then, _ = await get_json(client, tenant, "/v1/relationships/ana/ben")
+    await projected(client, pool, tenant, [grant("ben", "ana", "review", at=1)])  # back-filled
+    base = "/v1/audit/relationships/ana/ben/explain"
+    by_cursor, reflected = await get_json(client, tenant, f"{base}?as_of={first}")
+    assert reflected == first
+    last = by_cursor["items"][-1]
+    assert len(by_cursor["items"]) == 2
+    assert (last["given"], last["received"], last["net"]) == (
+        then["given"],
+        then["received"],
+        then["net"],
+    )
+    now, _ = await get_json(client, tenant, base)
+    assert [s["kind"] for s in now["items"]] == ["advice", "review", "money"]  # as it happened
+    when = quote((RECENT + timedelta(minutes=90)).isoformat())
+    by_time, _ = await get_json(client, tenant, f"{base}?as_of={when}")
+    assert [s["kind"] for s in by_time["items"]] == ["advice", "review"]
