@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,7 +18,7 @@ from ledger.audit.asof import parse_as_of
 from ledger.errors import InvalidInput
 from ledger.scenario import Scenario
 from ledger.store.cursor import Cursor
-from ledger.store.database import Pool
+from ledger.store.database import Connection, Pool
 from tests.conftest import Tenant, make_tenant
 from tests.samples import event
 from tests.test_api_events import assert_problem, post
@@ -258,3 +260,29 @@ def test_a_cursor_is_a_cursor() -> None:
     with pytest.raises(InvalidInput) as refused:
         parse_as_of("2025-03-01T09:00:00+0200")  # ISO 8601, but not RFC 3339
     assert refused.value.field == "as_of" and not refused.value.in_body
+
+
+async def test_a_cursor_beyond_the_readable_log_is_503_until_it_is_readable(
+    client: Client, pool: Pool, tenant: Tenant, fresh_conn: Connection
+) -> None:
+    """An older transaction still running holds the commit horizon before a committed event."""
+    await projected(client, pool, tenant, a_small_network())
+    holder = fresh_conn.transaction()
+    await holder.start()
+    await fresh_conn.fetchval("SELECT pg_current_xact_id()")  # takes an xid older than the append
+    try:
+        response = await post(client, tenant, [grant("ana", "ben", "advice", at=200)])
+        cursor = response.json()["cursor"]
+        early = await client.get(f"/v1/people/ana/balances?as_of={cursor}", headers=tenant.headers)
+        assert_problem(early, 503, "as_of")
+        assert early.headers["Retry-After"]
+    finally:
+        await holder.rollback()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        later = await client.get(f"/v1/people/ana/balances?as_of={cursor}", headers=tenant.headers)
+        if later.status_code == 200:
+            break
+        await asyncio.sleep(0.05)  # other transactions on the server may hold it a moment
+    assert later.status_code == 200, later.text
+    assert {b["counterparty"]: b["given"] for b in later.json()["items"]}["ben"] == 2.5
