@@ -49,6 +49,8 @@ async def test_a_balance_as_of_a_past_cursor_is_the_balance_read_back_then(
         "/v1/relationships/ana/ben",
         "/v1/people/ana/timeline",
         "/v1/relationships/ana/ben/timeline",
+        "/v1/people/ana/reconnect",
+        "/v1/people/ana/relationships?sort=last_contact",
     ]:
         then[path] = await read(client, tenant, path)
     cursor_then = then["/v1/people/ana/balances"][1]
@@ -65,12 +67,16 @@ async def test_a_balance_as_of_a_past_cursor_is_the_balance_read_back_then(
     assert now != then["/v1/people/ana/balances"][0]
 
     for path, (body, cursor) in then.items():
-        past, reflected = await read(client, tenant, f"{path}?as_of={cursor}")
+        joined = "&" if "?" in path else "?"
+        past, reflected = await read(client, tenant, f"{path}{joined}as_of={cursor}")
         assert reflected == cursor
         if path == "/v1/relationships/ana/ben":
             same = ("given", "received", "net", "stage", "contacts", "contacts_by_type")
             assert {k: past[k] for k in same} == {k: body[k] for k in same}
             assert past["first_contact_at"] == body["first_contact_at"]
+        elif path == "/v1/people/ana/relationships?sort=last_contact":
+            assert [r["b"] for r in past["items"]] == [r["b"] for r in body["items"]]
+            assert [r["given"] for r in past["items"]] == [r["given"] for r in body["items"]]
         elif path == "/v1/people/ana":
             assert {k: v for k, v in past.items() if k != "connections"} == {
                 k: v for k, v in body.items() if k != "connections"
