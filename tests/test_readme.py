@@ -47,4 +47,6 @@ def test_the_readme_examples_work_as_written(database_url: str) -> None:
     assert '"email":null,"erased":true' in out  # person.forgotten shredded the data
     assert "the tenant's digest matches the file's" in out  # export, then import
     assert "matches tenant acme-copy's log, recomputed" in out
+    assert '"weight_from":"policy","policy_version":0' in out  # explain
+    assert '"differences":[]' in out and "0 difference(s)" in out  # verify, API and command
     assert not re.search(r'"status":5\d\d', out), out

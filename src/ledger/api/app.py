@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
 from ledger.api import problems
+from ledger.api.audit import ROUTES as AUDIT_ROUTES
 from ledger.api.auth import principal
 from ledger.api.digest import ROUTES as DIGEST_ROUTES
 from ledger.api.events import ROUTES as EVENT_ROUTES
@@ -111,6 +112,7 @@ def create_app(
             *RULE_ROUTES,
             *WEBHOOK_ROUTES,
             *DIGEST_ROUTES,
+            *AUDIT_ROUTES,
             *OPERATION_ROUTES,
             UI_ROUTER,
             health,

@@ -1,6 +1,7 @@
 """``/v1/people`` and ``/v1/relationships``: what the projections say.
 
 Every read carries ``Ledger-Cursor`` (the log cursor the projections reflect).
+With ``as_of`` (see :mod:`ledger.api.asof`) a read replays the log instead.
 A request with ``Ledger-Min-Cursor`` (a cursor from an append) first waits,
 bounded, until the projections include it: read-your-writes on demand.
 """
@@ -20,9 +21,11 @@ from litestar import Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
+from ledger.api.asof import AsOf, answer, past_of, timeline_page
 from ledger.api.events import Limit, PageCursor
 from ledger.api.state import pool_of
 from ledger.errors import InvalidInput, NotFound, Unavailable
+from ledger.policy import Policy
 from ledger.projections import read
 from ledger.projections.core import EMPTY
 from ledger.projections.projector import PROJECTION
@@ -30,6 +33,7 @@ from ledger.projections.views import (
     Balance,
     PersonSummary,
     Relationship,
+    Side,
     Suggestion,
     reconnect,
     relationship,
@@ -91,7 +95,8 @@ async def consistent(
             yield conn, await read.snapshot(conn, tenant_id, projection)
 
 
-def answer(body: T, snapshot: read.Snapshot) -> Response[T]:
+def reflecting(body: T, snapshot: read.Snapshot) -> Response[T]:
+    """``body`` with the log cursor the projection snapshot reflects."""
     return Response(body, headers={CURSOR_HEADER: snapshot.checkpoint.encode()})
 
 
@@ -146,11 +151,19 @@ def _now() -> datetime:
 
 @get("/v1/people/{person:str}", opt={"scope": "projections:read"}, summary="A person's totals")
 async def get_person(
-    request: Request[Any, Any, Any], principal: NamedDependency[Principal], person: FromPath[str]
+    request: Request[Any, Any, Any],
+    principal: NamedDependency[Principal],
+    person: FromPath[str],
+    as_of: AsOf = None,
 ) -> Response[PersonSummary]:
+    if as_of is not None:
+        past, bound = await past_of(request, principal, as_of, (person,), {person: "person"})
+        return answer(
+            summary(person, past.sides_of(person), bound.now, past.policies.latest()), bound
+        )
     async with consistent(request, principal.tenant_id) as (conn, snap):
         sides = await _sides(conn, principal.tenant_id, snap, person)
-    return answer(summary(person, sides, _now(), snap.policy.latest()), snap)
+    return reflecting(summary(person, sides, _now(), snap.policy.latest()), snap)
 
 
 @get(
@@ -164,10 +177,20 @@ async def get_balances(
     person: FromPath[str],
     cursor: PageCursor = None,
     limit: Limit = 100,
+    as_of: AsOf = None,
 ) -> Response[BalancePage]:
+    if as_of is not None:
+        past, bound = await past_of(request, principal, as_of, (person,), {person: "person"})
+        items, following = _page(_balances(past.sides_of(person)), cursor, limit)
+        return answer(BalancePage(items, following), bound)
     async with consistent(request, principal.tenant_id) as (conn, snap):
         sides = await _sides(conn, principal.tenant_id, snap, person)
-    balances = sorted(
+    items, following = _page(_balances(sides), cursor, limit)
+    return reflecting(BalancePage(items, following), snap)
+
+
+def _balances(sides: Sequence[Side]) -> list[Balance]:
+    return sorted(
         (
             Balance(s.counterparty, s.given, s.received, s.given - s.received)
             for s in sides
@@ -175,8 +198,6 @@ async def get_balances(
         ),
         key=lambda b: b.counterparty,
     )
-    items, following = _page(balances, cursor, limit)
-    return answer(BalancePage(items, following), snap)
 
 
 Sort = Literal["strength", "last_contact", "overdue"]
@@ -196,18 +217,32 @@ async def get_relationships(
     ] = "strength",
     cursor: PageCursor = None,
     limit: Limit = 100,
+    as_of: AsOf = None,
 ) -> Response[RelationshipPage]:
+    if as_of is not None:
+        past, bound = await past_of(request, principal, as_of, (person,), {person: "person"})
+        ranked = _sorted(person, past.sides_of(person), bound.now, past.policies.latest(), sort)
+        items, following = _page(ranked, cursor, limit)
+        return answer(RelationshipPage(items, following), bound)
     async with consistent(request, principal.tenant_id) as (conn, snap):
         sides = await _sides(conn, principal.tenant_id, snap, person)
-    ranked = relationships_of(person, sides, _now(), snap.policy.latest())
+    items, following = _page(
+        _sorted(person, sides, _now(), snap.policy.latest(), sort), cursor, limit
+    )
+    return reflecting(RelationshipPage(items, following), snap)
+
+
+def _sorted(
+    person: str, sides: Sequence[Side], now: datetime, policy: Policy, sort: Sort
+) -> list[Relationship]:
+    ranked = relationships_of(person, sides, now, policy)
     if sort == "last_contact":
         ranked.sort(
             key=lambda r: (r.last_contact_at or datetime.min.replace(tzinfo=UTC), r.b), reverse=True
         )
     elif sort == "overdue":
         ranked.sort(key=lambda r: (-(r.overdue_days or 0.0), r.b))
-    items, following = _page(ranked, cursor, limit)
-    return answer(RelationshipPage(items, following), snap)
+    return ranked
 
 
 @get(
@@ -221,12 +256,19 @@ async def get_reconnect(
     person: FromPath[str],
     cursor: PageCursor = None,
     limit: Limit = 100,
+    as_of: AsOf = None,
 ) -> Response[SuggestionPage]:
+    if as_of is not None:
+        past, bound = await past_of(request, principal, as_of, (person,), {person: "person"})
+        sides = past.sides_of(person)
+        suggested = reconnect(relationships_of(person, sides, bound.now, past.policies.latest()))
+        items, following = _page(suggested, cursor, limit)
+        return answer(SuggestionPage(items, following), bound)
     async with consistent(request, principal.tenant_id) as (conn, snap):
         sides = await _sides(conn, principal.tenant_id, snap, person)
     suggestions = reconnect(relationships_of(person, sides, _now(), snap.policy.latest()))
     items, following = _page(suggestions, cursor, limit)
-    return answer(SuggestionPage(items, following), snap)
+    return reflecting(SuggestionPage(items, following), snap)
 
 
 @get(
@@ -240,15 +282,20 @@ async def get_person_timeline(
     person: FromPath[str],
     cursor: PageCursor = None,
     limit: Limit = 100,
+    as_of: AsOf = None,
 ) -> Response[EventPage]:
     after = read.TIMELINE_START if cursor is None else read.decode_timeline_cursor(cursor)
+    if as_of is not None:
+        past, bound = await past_of(request, principal, as_of, (person,), {person: "person"})
+        page = await timeline_page(request, principal, past.timeline((person,)), after, limit)
+        return answer(page, bound)
     async with consistent(request, principal.tenant_id) as (conn, snap):
         items, following = await read.timeline(
             conn, principal.tenant_id, snap.generation, (person,), after, limit
         )
         if not items and cursor is None:
             await _known(conn, principal.tenant_id, snap, person, "person")
-    return answer(EventPage(items, following), snap)
+    return reflecting(EventPage(items, following), snap)
 
 
 @get(
@@ -261,21 +308,32 @@ async def get_relationship(
     principal: NamedDependency[Principal],
     a: FromPath[str],
     b: FromPath[str],
+    as_of: AsOf = None,
 ) -> Response[Relationship]:
     if a == b:
         raise InvalidInput(
             "a relationship is between two different people", field="b", in_body=False
         )
+    if as_of is not None:
+        past, bound = await past_of(request, principal, as_of, (a,), {a: "a", b: "b"})
+        found = _relationship(a, b, past.sides_of(a), bound.now, past.policies.latest())
+        return answer(found, bound)
     async with consistent(request, principal.tenant_id) as (conn, snap):
         sides = await _sides(conn, principal.tenant_id, snap, a, "a")
         await _known(conn, principal.tenant_id, snap, b, "b")
-    policy = snap.policy.latest()
-    ranked = {r.b: r for r in relationships_of(a, sides, _now(), policy)}
+    return reflecting(_relationship(a, b, sides, _now(), snap.policy.latest()), snap)
+
+
+def _relationship(
+    a: str, b: str, sides: Sequence[Side], now: datetime, policy: Policy
+) -> Relationship:
+    """a's relationship with b, ranked among a's others (its cadence depends on its rank)."""
+    ranked = {r.b: r for r in relationships_of(a, sides, now, policy)}
     found = ranked.get(b)
     if found is None:
         low, high = sorted((a, b))
-        found = relationship(a, side_of(a, low, high, EMPTY), _now(), policy, None)
-    return answer(found, snap)
+        found = relationship(a, side_of(a, low, high, EMPTY), now, policy, None)
+    return found
 
 
 @get(
@@ -290,8 +348,13 @@ async def get_pair_timeline(
     b: FromPath[str],
     cursor: PageCursor = None,
     limit: Limit = 100,
+    as_of: AsOf = None,
 ) -> Response[EventPage]:
     after = read.TIMELINE_START if cursor is None else read.decode_timeline_cursor(cursor)
+    if as_of is not None:
+        past, bound = await past_of(request, principal, as_of, (a, b), {a: "a", b: "b"})
+        page = await timeline_page(request, principal, past.timeline((a, b)), after, limit)
+        return answer(page, bound)
     async with consistent(request, principal.tenant_id) as (conn, snap):
         items, following = await read.timeline(
             conn, principal.tenant_id, snap.generation, (a, b), after, limit
@@ -299,7 +362,7 @@ async def get_pair_timeline(
         if not items and cursor is None:
             await _known(conn, principal.tenant_id, snap, a, "a")
             await _known(conn, principal.tenant_id, snap, b, "b")
-    return answer(EventPage(items, following), snap)
+    return reflecting(EventPage(items, following), snap)
 
 
 ROUTES: Final = [

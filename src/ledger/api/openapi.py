@@ -16,6 +16,7 @@ from litestar import Litestar
 from ledger.api.problems import PROBLEM_JSON, ProblemDetails
 from ledger.events import cloudevents
 from ledger.events.envelope import EventBatch
+from ledger.events.vocabulary import PolicyChanged
 from ledger.webhooks.core import RotateIn, WebhookIn
 
 _REF: Final = "#/components/schemas/{name}"
@@ -24,9 +25,16 @@ _METHODS: Final = ("get", "post", "put", "patch", "delete")
 
 def build_document(app: Litestar) -> dict[str, Any]:
     document = app.openapi_schema.to_schema()
-    (batch, problem, cloudevent, webhook_in, rotate_in), components = (
+    (batch, problem, cloudevent, webhook_in, rotate_in, policy), components = (
         msgspec.json.schema_components(
-            [EventBatch, ProblemDetails, cloudevents.CloudEvent, WebhookIn, RotateIn],
+            [
+                EventBatch,
+                ProblemDetails,
+                cloudevents.CloudEvent,
+                WebhookIn,
+                RotateIn,
+                PolicyChanged,
+            ],
             ref_template=_REF,
         )
     )
@@ -44,7 +52,12 @@ def build_document(app: Litestar) -> dict[str, Any]:
             "description": "An API key from `ledger keys create --tenant NAME`.",
         }
     }
-    bodies = {"EventBatch": batch, "WebhookIn": webhook_in, "RotateIn": rotate_in}
+    bodies = {
+        "EventBatch": batch,
+        "WebhookIn": webhook_in,
+        "RotateIn": rotate_in,
+        "PolicyChanged": policy,
+    }
     for path, item in document.get("paths", {}).items():
         for method in _METHODS:
             operation = item.get(method)

@@ -17,7 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from ledger.api.events import Limit, PageCursor
-from ledger.api.network import answer, consistent
+from ledger.api.network import consistent, reflecting
 from ledger.api.state import pool_of
 from ledger.errors import InvalidInput, NotFound
 from ledger.events.envelope import INCOMING_TYPES, EventBatch, prepare, split_error
@@ -123,7 +123,7 @@ async def get_policy(
 
 @put(
     "/v1/policy",
-    opt={"scope": "admin"},
+    opt={"scope": "admin", "request_body": "PolicyChanged"},
     summary="Replace the tenant's policy",
     description=(
         "Records a `policy.changed` event taking effect now. The body has the fields of "
@@ -254,7 +254,7 @@ async def list_violations(
         page = await read.violations(
             conn, principal.tenant_id, snap.generation, filters, after, limit
         )
-    return answer(page, snap)
+    return reflecting(page, snap)
 
 
 @get(
@@ -291,7 +291,7 @@ async def list_person_violations(
                 field="person",
                 in_body=False,
             )
-    return answer(page, snap)
+    return reflecting(page, snap)
 
 
 ROUTES: Final = [list_rules, get_policy, put_policy, list_violations, list_person_violations]

@@ -1,4 +1,5 @@
-"""The ``ledger`` command line: serve, migrate, keys, export, import, verify-digest.
+"""The ``ledger`` command line: serve, migrate, keys, projections, verify, export, import,
+verify-digest.
 
 Every command finds its database the same way as ``serve`` (see
 :mod:`ledger.store.database`), so ``ledger keys create`` works on the same data
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from ledger.cli import audit
+from ledger.cli import verify as verify_commands
 from ledger.cli.progress import Progress
 from ledger.config import Settings
 from ledger.errors import LedgerError, NotFound
@@ -169,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", help="the key id shown by `ledger keys list`")
     revoke.set_defaults(run=_keys_revoke)
     audit.register(commands)
+    verify_commands.add_parsers(commands, _with_connection)
     return parser
 
 

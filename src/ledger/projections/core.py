@@ -231,14 +231,31 @@ class PolicyTimeline:
             key=lambda c: (c.occurred_at, c.position),
         )
         self._since: list[datetime] = []
+        self._ids: list[uuid.UUID] = []
         self._policies: list[Policy] = [Policy()]
         for change in ordered:
             assert isinstance(change.data, PolicyChanged)
             self._since.append(change.occurred_at)
+            self._ids.append(change.id)
             self._policies.append(self._policies[-1].changed(change.data))
 
     def at(self, when: datetime) -> Policy:
         return self._policies[bisect_right(self._since, when)]
+
+    def version_at(self, when: datetime) -> tuple[int, uuid.UUID | None]:
+        """Which policy held at ``when``: how many changes had happened (0: the
+        defaults) and the id of the latest one, so an audit can name it."""
+        version = bisect_right(self._since, when)
+        return version, self._ids[version - 1] if version else None
+
+    def overridden(self, change: PolicyChanged) -> PolicyTimeline:
+        """This timeline with ``change`` laid over every policy in it: what-if
+        replays keep the tenant's history and vary only the fields named."""
+        copy = PolicyTimeline()
+        copy._since = list(self._since)
+        copy._ids = list(self._ids)
+        copy._policies = [policy.changed(change) for policy in self._policies]
+        return copy
 
     def latest(self) -> Policy:
         return self._policies[-1]
