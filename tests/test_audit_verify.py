@@ -16,6 +16,8 @@ from tests.samples import event
 from tests.test_api_events import assert_problem, post
 from tests.test_cli import env_with, run
 from tests.test_projections import _fixed_history, a_small_network, settle
+from tests.test_violations import a_networking_story
+from tests.test_violations import settle as settle_violations
 
 Client = AsyncTestClient[Litestar]
 
@@ -46,10 +48,53 @@ async def test_a_healthy_tenant_has_no_differences(
     assert body["differences"] == []
     assert body["truncated"] is False
     assert body["checked_events"] == len(history)
-    [network] = body["projections"]
+    network, violations = body["projections"]
     assert network["projection"] == "network"
     assert network["checked_events"] == len(history)
     assert Cursor.decode(network["cursor"]) >= Cursor.decode(cursor)
+    assert violations["projection"] == "violations" and violations["differences"] == 0
+
+
+async def test_tampered_violations_and_rule_facts_are_named(
+    client: Client, pool: Pool, tenant: Tenant
+) -> None:
+    story = a_networking_story()
+    cursor = await projected(client, pool, tenant, story)
+    async with pool.acquire() as conn:
+        await settle_violations(conn, tenant.id, Cursor.decode(cursor))
+    assert (await verified(client, tenant))["differences"] == []
+    async with pool.acquire() as conn:  # as superuser, behind the application's back
+        target = await conn.fetchrow(
+            "SELECT id FROM violations WHERE tenant_id = $1 AND code = 'E104'", tenant.id
+        )
+        assert target is not None
+        await conn.execute(
+            "UPDATE violations SET offender = 'ben' WHERE tenant_id = $1 AND id = $2",
+            tenant.id,
+            target["id"],
+        )
+        await conn.execute(
+            "DELETE FROM violations WHERE tenant_id = $1 AND code = 'E111'", tenant.id
+        )
+        dropped = await conn.fetchrow(
+            "DELETE FROM rule_facts WHERE ctid = (SELECT ctid FROM rule_facts"
+            " WHERE tenant_id = $1 AND kind = 'granted' LIMIT 1) RETURNING a, b, kind",
+            tenant.id,
+        )
+        assert dropped is not None
+    found = (await verified(client, tenant))["differences"]
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for d in found:
+        assert d["projection"] == "violations"
+        by_table.setdefault(d["table"], []).append(d)
+    offender = next(d for d in by_table["violations"] if d["column"] == "offender")
+    assert offender["key"] == {"id": str(target["id"])}
+    assert (offender["live"], offender["expected"]) == ("ben", "eve")
+    missing = [d for d in by_table["violations"] if d["column"] is None]
+    assert [d["expected"]["code"] for d in missing] == ["E111"] and missing[0]["live"] is None
+    (fact,) = by_table["rule_facts"]
+    assert fact["live"] is None and fact["key"]["kind"] == dropped["kind"] == "granted"
+    assert (fact["key"]["a"], fact["key"]["b"]) == (dropped["a"], dropped["b"])
 
 
 async def test_an_empty_tenant_verifies_clean(client: Client, tenant: Tenant) -> None:

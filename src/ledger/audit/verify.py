@@ -2,9 +2,10 @@
 
 Verification is a list of per-projection verifiers (:data:`VERIFIERS`); each
 re-derives its projection with the pure core the live projector runs and
-reports every row that disagrees. Adding the violations projection is one
-entry: a function ``(conn, tenant_id, progress) -> Verification`` that replays
-the rules up to the violations checkpoint and compares with its table
+reports every row that disagrees: the network projection (pairs, parties,
+timelines) and the violations projection (violations and the pair facts the
+rules read). A projection more is one entry, a function
+``(conn, tenant_id, progress) -> Verification``
 (:func:`ledger.audit.compare.compare_rows` does the comparing).
 
 Not racing the projector: each verifier reads in one REPEATABLE READ, read-only
@@ -23,15 +24,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
 from ledger.audit.compare import Difference, compare_rows, pair_row
 from ledger.audit.replay import log_until
 from ledger.projections import read
-from ledger.projections.core import Fold
+from ledger.projections.core import Fold, Parties, ProjectedEvent
 from ledger.projections.projector import PROJECTION, pair_of
+from ledger.rules.catalogue import Violation
+from ledger.rules.projection import VIOLATIONS
+from ledger.rules.replay import Judging, parties_in
 from ledger.store.database import Connection
 
 MAX_DIFFERENCES: Final = 1000
@@ -181,21 +185,137 @@ async def verify_network(
     )
 
 
-def _applied_difference(applied: int | None, checked: int) -> Iterator[Difference]:
+def _applied_difference(
+    applied: int | None, checked: int, projection: str = PROJECTION
+) -> Iterator[Difference]:
     """The checkpoint's event count must be the number of events up to it."""
     if (applied or 0) != checked:
         yield Difference(
-            projection=PROJECTION,
+            projection=projection,
             table="projection_state",
-            key={"projection": PROJECTION},
+            key={"projection": projection},
             column="events_applied",
             live=applied,
             expected=checked,
         )
 
 
-# One entry per projection; the violations projection adds its verifier here.
-VERIFIERS: Final[dict[str, Verifier]] = {PROJECTION: verify_network}
+_LIVE_VIOLATIONS: Final = """
+SELECT id, event_id, code, severity, offender, affected, evidence, occurred_at, explanation
+FROM violations WHERE tenant_id = $1 AND generation = $2
+"""
+
+_LIVE_FACTS: Final = """
+SELECT a, b, event_id, kind, actor, other, occurred_at, position, stream, detail
+FROM rule_facts WHERE tenant_id = $1 AND generation = $2
+"""
+
+
+def _violation_row(v: Violation) -> dict[str, Any]:
+    return {
+        "event_id": v.event_id,
+        "code": v.code,
+        "severity": v.severity,
+        "offender": v.offender,
+        "affected": list(v.affected),
+        "evidence": list(v.evidence),
+        "occurred_at": v.occurred_at,
+        "explanation": v.explanation,
+    }
+
+
+def _fact_key(a: str, b: str, event_id: Any, kind: str, actor: str, other: str) -> tuple[Any, ...]:
+    return (a, b, event_id, kind, actor, other)
+
+
+async def verify_violations(
+    conn: Connection, tenant_id: int, progress: Progress | None = None
+) -> Verification:
+    """Violations and the pair facts the rules read, against a judging of the log.
+
+    Holds the log up to the checkpoint in memory (the rules judge in valid-time
+    order, which the log is not in), then judges it as a rebuild does.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        snapshot = await read.snapshot(conn, tenant_id, VIOLATIONS.name)
+        until = snapshot.checkpoint
+        total: int = await conn.fetchval(_COUNT_UNTIL, tenant_id, str(until.tx_id), until.position)
+        logged: list[ProjectedEvent] = []
+        async for events in log_until(conn, tenant_id, until):
+            logged.extend(events)
+            if progress is not None:
+                progress(len(logged), max(total, len(logged)))
+        if progress is not None and not logged:
+            progress(0, 0)
+        gen = snapshot.generation
+        live_violations = {
+            (r["id"],): {
+                "event_id": r["event_id"],
+                "code": r["code"],
+                "severity": r["severity"],
+                "offender": r["offender"],
+                "affected": list(r["affected"]),
+                "evidence": list(r["evidence"]),
+                "occurred_at": r["occurred_at"],
+                "explanation": r["explanation"],
+            }
+            for r in await conn.fetch(_LIVE_VIOLATIONS, tenant_id, gen)
+        }
+        live_facts = {
+            _fact_key(r["a"], r["b"], r["event_id"], r["kind"], r["actor"], r["other"]): {
+                "occurred_at": r["occurred_at"],
+                "position": r["position"],
+                "stream": r["stream"],
+                "detail": r["detail"],
+            }
+            for r in await conn.fetch(_LIVE_FACTS, tenant_id, gen)
+        }
+        applied = await conn.fetchval(_APPLIED, tenant_id, VIOLATIONS.name)
+    parties: dict[str, Parties] = {}
+    parties_in(logged, parties)
+    judging = Judging(snapshot.policy, parties)
+    expected_violations: dict[tuple[Any, ...], dict[str, Any]] = {}
+    expected_facts: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for event in sorted(logged, key=lambda e: (e.occurred_at, e.position)):
+        found, facts = judging.step(event)
+        for v in found:
+            expected_violations[(v.id,)] = _violation_row(v)
+        for f in facts:
+            a, b = f.pair
+            expected_facts[_fact_key(a, b, f.event_id, f.kind, f.actor, f.other)] = {
+                "occurred_at": f.occurred_at,
+                "position": f.position,
+                "stream": f.stream,
+                "detail": f.detail,
+            }
+    differences = list(
+        itertools.chain(
+            compare_rows(
+                VIOLATIONS.name, "violations", ("id",), live_violations, expected_violations
+            ),
+            compare_rows(
+                VIOLATIONS.name,
+                "rule_facts",
+                ("a", "b", "event_id", "kind", "actor", "other"),
+                live_facts,
+                expected_facts,
+            ),
+            _applied_difference(applied, len(logged), VIOLATIONS.name),
+        )
+    )
+    return Verification(
+        projection=VIOLATIONS.name,
+        cursor=until.encode(),
+        checked_events=len(logged),
+        differences=differences,
+    )
+
+
+# One entry per projection.
+VERIFIERS: Final[dict[str, Verifier]] = {
+    PROJECTION: verify_network,
+    VIOLATIONS.name: verify_violations,
+}
 
 
 async def verify(conn: Connection, tenant_id: int, progress: Progress | None = None) -> Report:
