@@ -159,3 +159,36 @@ async def test_an_unknown_weight_kind_is_named_in_an_appended_policy_too(
     response = await client.post("/v1/events", json={"events": [bad]}, headers=tenant.headers)
     body = assert_problem(response, 422, "events[0].data.weights")
     assert body["pointer"] == "/events/0/data/weights"
+
+
+async def test_violations_another_policy_would_add_or_clear(
+    client: Client, pool: Pool, tenant: Tenant
+) -> None:
+    from tests.test_rules import favor_requested, history, meeting
+
+    cursor = await projected(
+        client,
+        pool,
+        tenant,
+        history(
+            (0, meeting("ana", "ben", purpose="get_to_know")),
+            (30, favor_requested("ana", "ben", "referral")),  # 30 h after: no E106 at 24 h
+            (100, meeting("cleo", "dev", purpose="catch_up")),
+            (110, favor_requested("cleo", "dev", "review")),  # 10 h after: E106 at 24 h
+        ),
+    )
+    wider = await what_if(client, tenant, {"big_ask_window_hours": 48})
+    added = wider["violations"]["only_what_if"]
+    assert [(v["code"], v["offender"]) for v in added] == [("E106", "ana")]
+    assert "within 48 hours" in added[0]["explanation"]
+    assert wider["violations"]["only_current"] == [] and not wider["violations"]["truncated"]
+    narrower = await what_if(client, tenant, {"big_ask_window_hours": 5})
+    cleared = narrower["violations"]["only_current"]
+    assert [(v["code"], v["offender"]) for v in cleared] == [("E106", "cleo")]
+    assert narrower["violations"]["only_what_if"] == []
+    live = await client.get(
+        "/v1/violations",
+        params={"code": "E106"},
+        headers={**tenant.headers, "Ledger-Min-Cursor": cursor},
+    )
+    assert [v["offender"] for v in live.json()["items"]] == ["cleo"]  # nothing was written

@@ -19,9 +19,15 @@ from ledger.api.events import Limit, PageCursor
 from ledger.api.network import consistent
 from ledger.api.state import pool_of
 from ledger.audit.explain import Step, explain
-from ledger.audit.replay import Bound, involving, knows, of_types
+from ledger.audit.replay import Bound, involving, knows, log_until, of_types
 from ledger.audit.verify import Report, verify
-from ledger.audit.whatif import WEIGHTED_TYPES, BalanceChange, balance_changes
+from ledger.audit.whatif import (
+    WEIGHTED_TYPES,
+    BalanceChange,
+    ViolationChanges,
+    balance_changes,
+    violation_changes,
+)
 from ledger.errors import InvalidInput, NotFound
 from ledger.events.envelope import split_error
 from ledger.events.vocabulary import PolicyChanged
@@ -104,6 +110,8 @@ class WhatIfPage(msgspec.Struct, frozen=True, kw_only=True):
     checked_events: int
     items: list[BalanceChange]
     next_cursor: str | None
+    # On the first page only (null on the next ones): the rules judged both ways.
+    violations: ViolationChanges | None = None
 
 
 def _policy_of(body: bytes) -> PolicyChanged:
@@ -159,6 +167,14 @@ async def post_what_if(
     after = _after_pair(cursor)
     async with _bounded(request, principal, None) as (conn, bound):
         replay = await of_types(conn, principal.tenant_id, WEIGHTED_TYPES, bound)
+        judged = None
+        if cursor is None:
+            logged = [
+                e
+                async for batch in log_until(conn, principal.tenant_id, bound.cursor)
+                for e in batch
+            ]
+            judged = violation_changes(logged, replay.policies, change)
     changes = [
         c
         for c in balance_changes(replay.events, replay.policies, change)
@@ -169,7 +185,9 @@ async def post_what_if(
     if len(changes) > limit:
         token = base64.urlsafe_b64encode(msgspec.json.encode((page[-1].a, page[-1].b)))
         following = _WHAT_IF_PREFIX + token.decode().rstrip("=")
-    body = WhatIfPage(checked_events=len(replay.events), items=page, next_cursor=following)
+    body = WhatIfPage(
+        checked_events=len(replay.events), items=page, next_cursor=following, violations=judged
+    )
     return answer(body, bound)
 
 
