@@ -70,7 +70,11 @@ def create_app(
     async def database(app: Litestar) -> AsyncIterator[None]:
         if migrate:
             await asyncio.to_thread(upgrade, database_url)
-        app.state.pool = await create_pool(database_url, size=pool_size)
+        # Background work holds connections of its own (the projector's LISTEN and
+        # its passes, the feeds' LISTEN, the webhook dispatcher): on top of the
+        # requests' share, or a small pool deadlocks them against each other.
+        background = 1 + (2 if run_projector else 0) + (1 if webhooks is not None else 0)
+        app.state.pool = await create_pool(database_url, size=pool_size + background)
         app.state.min_cursor_wait = min_cursor_wait
         app.state.feed_settings = feed or FeedSettings()
         stop = asyncio.Event()
