@@ -162,7 +162,9 @@ async def test_a_wrong_checkpoint_count_is_reported(
     await projected(client, pool, tenant, events)
     async with pool.acquire() as conn:
         await conn.execute(
-            "UPDATE projection_state SET events_applied = 1 WHERE tenant_id = $1", tenant.id
+            "UPDATE projection_state SET events_applied = 1"
+            " WHERE tenant_id = $1 AND projection = 'network'",
+            tenant.id,
         )
     [difference] = (await verified(client, tenant))["differences"]
     assert difference["table"] == "projection_state"
