@@ -462,3 +462,56 @@ async def test_a_generated_network_is_judged_live_as_a_replay_does(pool: Pool) -
     }
     assert live == expected
     assert len({code for _, code, *_ in expected}) >= 6, "the scenario breaks many rules"
+
+
+async def test_violations_as_of_a_cursor_and_as_of_a_time(client: Client, tenant: Tenant) -> None:
+    first = history(
+        (1 * DAY, favor_requested("ana", "ben", "referral")),  # E101 + E102 on first contact
+        (9 * DAY, name_invoked("eve", "ben", "cleo")),  # E104
+    )
+    posted = await post(client, tenant, first)
+    then_cursor = posted.json()["cursor"]
+    then = await read_all(client, tenant, "/v1/violations", then_cursor)
+    assert {v["code"] for v in then} == {"E101", "E102", "E104"}
+    # Back-filled: ana and ben had met before she asked; ben offered cleo's introduction.
+    late = history((0, message("ben", "ana")), (2 * DAY, intro_offered("ben", "eve", "cleo")))
+    now_cursor = (await post(client, tenant, late)).json()["cursor"]
+    now = await read_all(client, tenant, "/v1/violations", now_cursor)
+    assert {v["code"] for v in now} == {"E102"}
+
+    as_then = await read_all(client, tenant, "/v1/violations", as_of=then_cursor)
+    assert verdicts(as_then) == verdicts(then)
+    response = await client.get(
+        "/v1/violations", params={"as_of": then_cursor}, headers=tenant.headers
+    )
+    assert response.headers["Ledger-Cursor"] == then_cursor
+    # As of a time: what had happened by then, as known now (the back-filled message
+    # counts, the name dropped on day 9 has not happened yet).
+    by_day_5 = (START + timedelta(days=5)).isoformat()
+    as_of_time = await read_all(client, tenant, "/v1/violations", as_of=by_day_5)
+    assert {v["code"] for v in as_of_time} == {"E102"}
+    eve = await read_all(client, tenant, "/v1/people/eve/violations", as_of=then_cursor)
+    assert [v["code"] for v in eve] == ["E104"]
+    # By day 5 eve was known (the offer about her), and had done nothing wrong yet.
+    assert await read_all(client, tenant, "/v1/people/eve/violations", as_of=by_day_5) == []
+    before_anything = (START - timedelta(days=1)).isoformat()
+    gone = await client.get(
+        "/v1/people/eve/violations", params={"as_of": before_anything}, headers=tenant.headers
+    )
+    assert_problem(gone, 404, "person")
+
+
+async def test_violations_as_of_need_the_audit_scope_and_a_real_place(
+    client: Client, pool: Pool
+) -> None:
+    reader = await make_tenant(pool, ["projections:read", "events:write"])
+    response = await client.get(
+        "/v1/violations", params={"as_of": "2025-01-01T00:00:00Z"}, headers=reader.headers
+    )
+    assert assert_problem(response, 403)["required_scope"] == "audit"
+    auditor = await make_tenant(pool)
+    for bad in ("yesterday", "2025-01-01T00:00:00"):
+        response = await client.get(
+            "/v1/violations", params={"as_of": bad}, headers=auditor.headers
+        )
+        assert_problem(response, 422, "as_of")

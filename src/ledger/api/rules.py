@@ -16,9 +16,12 @@ from litestar import Request, Response, get, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
+from ledger.api.asof import AsOf, replaying
+from ledger.api.asof import answer as as_of_answer
 from ledger.api.events import Limit, PageCursor
 from ledger.api.network import consistent, reflecting
 from ledger.api.state import pool_of
+from ledger.audit.replay import Bound, knows, log_until, policies_within
 from ledger.errors import InvalidInput, NotFound
 from ledger.events.envelope import INCOMING_TYPES, EventBatch, prepare, split_error
 from ledger.events.vocabulary import PolicyChanged
@@ -26,8 +29,10 @@ from ledger.policy import DEFAULT_POLICY, Policy
 from ledger.projections.core import PolicyTimeline
 from ledger.projections.projector import to_projected
 from ledger.rules import read
-from ledger.rules.catalogue import RULES, SEVERITIES
+from ledger.rules.catalogue import RULES, SEVERITIES, Violation
+from ledger.rules.feed import item_of
 from ledger.rules.projection import NAME as VIOLATIONS
+from ledger.rules.replay import violations_of
 from ledger.store.append import append
 from ledger.store.database import Connection
 from ledger.tenants.keys import Principal
@@ -240,6 +245,7 @@ async def list_violations(
     until: Until = None,
     cursor: PageCursor = None,
     limit: Limit = 100,
+    as_of: AsOf = None,
 ) -> Response[read.ViolationPage]:
     filters = _filters(
         person=person,
@@ -250,6 +256,9 @@ async def list_violations(
         until=until,
     )
     after = read.START if cursor is None else read.decode_cursor(cursor)
+    if as_of is not None:
+        page, bound = await _judged_as_of(request, principal, as_of, filters, after, limit)
+        return as_of_answer(page, bound)
     async with consistent(request, principal.tenant_id, VIOLATIONS) as (conn, snap):
         page = await read.violations(
             conn, principal.tenant_id, snap.generation, filters, after, limit
@@ -272,11 +281,17 @@ async def list_person_violations(
     until: Until = None,
     cursor: PageCursor = None,
     limit: Limit = 100,
+    as_of: AsOf = None,
 ) -> Response[read.ViolationPage]:
     filters = _filters(
         person=person, offender=None, codes=codes, severities=severities, since=since, until=until
     )
     after = read.START if cursor is None else read.decode_cursor(cursor)
+    if as_of is not None:
+        page, bound = await _judged_as_of(
+            request, principal, as_of, filters, after, limit, person=person
+        )
+        return as_of_answer(page, bound)
     async with consistent(request, principal.tenant_id, VIOLATIONS) as (conn, snap):
         page = await read.violations(
             conn, principal.tenant_id, snap.generation, filters, after, limit
@@ -292,6 +307,45 @@ async def list_person_violations(
                 in_body=False,
             )
     return reflecting(page, snap)
+
+
+async def _judged_as_of(
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    as_of: str,
+    filters: read.Filters,
+    after: tuple[datetime, int, uuid.UUID],
+    limit: int,
+    *,
+    person: str | None = None,
+) -> tuple[read.ViolationPage, Bound]:
+    """Violations as of a cursor or a time: the tenant's log within the bound, judged
+    by the rules in memory. Costs a replay of the whole log up to the bound."""
+    async with replaying(request, principal, as_of) as (conn, bound):
+        if person is not None and not await knows(conn, principal.tenant_id, person, bound):
+            raise NotFound(
+                f"no events within as_of involve {person!r}", field="person", in_body=False
+            )
+        events = [
+            e
+            async for batch in log_until(conn, principal.tenant_id, bound.cursor)
+            for e in batch
+            if bound.happened_by is None or e.occurred_at <= bound.happened_by
+        ]
+        policies = await policies_within(conn, principal.tenant_id, bound)
+    found = _ordered(violations_of(events, policies))
+    chosen = [(key, item) for key, item in found if key > after and read.matches(filters, item)]
+    page = [item for _, item in chosen[:limit]]
+    following = read.encode_cursor(*chosen[limit - 1][0]) if len(chosen) > limit else None
+    return read.ViolationPage(page, following), bound
+
+
+def _ordered(
+    found: list[Violation],
+) -> list[tuple[tuple[datetime, int, uuid.UUID], read.ViolationItem]]:
+    """In the list's order, each with its page key (occurred_at, position, id)."""
+    keyed = [((v.occurred_at, v.position, v.id), item_of(v)) for v in found]
+    return sorted(keyed, key=lambda pair: pair[0])
 
 
 ROUTES: Final = [list_rules, get_policy, put_policy, list_violations, list_person_violations]

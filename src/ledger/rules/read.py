@@ -127,3 +127,15 @@ async def violations(
         last = rows[-1]
         following = encode_cursor(last["occurred_at"], last["position"], last["id"])
     return ViolationPage(items, following)
+
+
+def matches(filters: Filters, v: ViolationItem) -> bool:
+    """The list's filters, for violations judged in memory (as_of replays)."""
+    return (
+        (filters.person is None or filters.person == v.offender or filters.person in v.affected)
+        and (filters.offender is None or filters.offender == v.offender)
+        and (filters.codes is None or v.code in filters.codes)
+        and (filters.severities is None or v.severity in filters.severities)
+        and (filters.since is None or v.occurred_at >= filters.since)
+        and (filters.until is None or v.occurred_at < filters.until)
+    )
