@@ -90,8 +90,10 @@ def test_projections_commands(database_url: str) -> None:
     del key
     rebuilt = run(env, "projections", "rebuild", "--tenant", "rebuilt-co")
     assert "rebuilt network for rebuilt-co: 0 events" in rebuilt.stdout
+    again = run(env, "projections", "rebuild", "violations", "--tenant", "rebuilt-co")
+    assert "rebuilt violations for rebuilt-co: 0 events" in again.stdout
     shown = run(env, "projections", "status", "--tenant", "rebuilt-co").stdout
-    assert "rebuilt-co" in shown and "network" in shown
+    assert "rebuilt-co" in shown and "network" in shown and "violations" in shown
     missing = run(env, "projections", "rebuild", "--tenant", "nobody-co", check=False)
     assert missing.returncode == 1 and "no tenant named" in missing.stderr
     wrong = run(env, "projections", "rebuild", "balances", check=False)
