@@ -16,6 +16,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from ledger.api import problems
 from ledger.api.auth import principal
 from ledger.api.events import ROUTES as EVENT_ROUTES
+from ledger.api.guards import refuse_unstorable_parameters
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
@@ -76,6 +77,7 @@ def create_app(
             Exception: problems.unexpected_error,
         },
         lifespan=[database],
+        before_request=refuse_unstorable_parameters,
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="ledger",
