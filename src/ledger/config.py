@@ -20,6 +20,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pool_size: int
     max_body_bytes: int
     min_cursor_wait: float
+    rate_limit_per_second: float
+    rate_limit_burst: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -32,6 +34,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             pool_size=_int(env, "LEDGER_DB_POOL_SIZE", 16),
             max_body_bytes=_int(env, "LEDGER_MAX_BODY_BYTES", 16 * 1024 * 1024),
             min_cursor_wait=_float(env, "LEDGER_MIN_CURSOR_WAIT", 5.0),
+            rate_limit_per_second=_float(
+                env, "LEDGER_RATE_LIMIT_PER_SECOND", 1000.0, what="a number of requests"
+            ),
+            rate_limit_burst=_int(env, "LEDGER_RATE_LIMIT_BURST", 2000),
         )
 
 
@@ -45,14 +51,16 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _float(
+    env: dict[str, str], name: str, default: float, *, what: str = "a number of seconds"
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SystemExit(f"{name} must be {what}, got {raw!r}") from None
     if value < 0:
         raise SystemExit(f"{name} must not be negative, got {raw!r}")
     return value

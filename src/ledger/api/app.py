@@ -22,7 +22,8 @@ from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
 from ledger.errors import LedgerError
 from ledger.projections import projector
-from ledger.store.database import create_pool
+from ledger.ratelimit import RateLimiter
+from ledger.store.database import APP_ROLE, create_pool
 from ledger.store.migrate import upgrade
 
 API_VERSION = "1.0.0"
@@ -41,19 +42,23 @@ def create_app(
     max_body_bytes: int = 16 * 1024 * 1024,
     run_projector: bool = True,
     min_cursor_wait: float = 5.0,
+    rate_limit_per_second: float = 0.0,
+    rate_limit_burst: int = 1,
 ) -> Litestar:
     """An app serving ``database_url``.
 
     Migrations run at startup unless told not to; the projector runs inside the
-    server unless told not to (then run ``ledger project`` workers).
+    server unless told not to (then run ``ledger project`` workers). Requests
+    are limited per API key when ``rate_limit_per_second`` is above 0.
     """
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
         if migrate:
             await asyncio.to_thread(upgrade, database_url)
-        app.state.pool = await create_pool(database_url, size=pool_size)
+        app.state.pool = await create_pool(database_url, size=pool_size, role=APP_ROLE)
         app.state.min_cursor_wait = min_cursor_wait
+        app.state.rate_limiter = RateLimiter(rate_limit_per_second, rate_limit_burst)
         stop = asyncio.Event()
         worker = (
             asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None

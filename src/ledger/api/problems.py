@@ -72,8 +72,8 @@ def problem_response(
 
 def ledger_error(request: Request[Any, Any, Any], exc: LedgerError) -> Response[ProblemDetails]:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-    if exc.status == 503:
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if exc.status in (429, 503):
+        headers["Retry-After"] = str(getattr(exc, "retry_after", RETRY_AFTER_SECONDS))
     return problem_response(
         request,
         status=exc.status,

@@ -19,7 +19,7 @@ from ledger.config import Settings
 from ledger.errors import LedgerError, NotFound
 from ledger.projections import projector
 from ledger.projections.projector import PROJECTION
-from ledger.store.database import Connection, connect, create_pool, resolve_url
+from ledger.store.database import APP_ROLE, Connection, connect, create_pool, resolve_url
 from ledger.store.migrate import upgrade
 from ledger.tenants.keys import SCOPES, create_key, list_keys, revoke_key
 
@@ -204,6 +204,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         max_body_bytes=settings.max_body_bytes,
         run_projector=not args.no_projector,
         min_cursor_wait=settings.min_cursor_wait,
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     return 0
@@ -248,7 +250,7 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
     upgrade(url)
 
     async def work() -> None:
-        pool = await create_pool(url, size=4)
+        pool = await create_pool(url, size=4, role=APP_ROLE)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

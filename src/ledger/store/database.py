@@ -21,6 +21,17 @@ import msgspec
 _JSON_DECODER: Final = msgspec.json.Decoder()
 _JSONB_VERSION: Final = b"\x01"
 
+APP_ROLE: Final = "ledger_app"
+"""The role the API works as (migration 0006): no UPDATE, DELETE or TRUNCATE on events."""
+
+# One statement: switch only when the role exists and the login role may use it
+# (a superuser, or a member); otherwise no row, and the connection stays as it was.
+_ASSUME_ROLE: Final = """
+SELECT set_config('role', rolname, false)
+FROM pg_roles
+WHERE rolname = $1 AND pg_has_role(current_user, oid, 'MEMBER')
+"""
+
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
@@ -70,10 +81,24 @@ async def init_connection(conn: Connection) -> None:
     )
 
 
-async def create_pool(url: str, *, size: int = 16) -> Pool:
-    pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size, init=init_connection, command_timeout=60
-    )
+async def assume_role(conn: Connection, role: str) -> bool:
+    """``SET ROLE role`` when allowed; whether the connection now works as ``role``.
+
+    The role outlives asyncpg's reset between borrowers (``RESET ALL`` leaves
+    the role alone), so it is set once per connection.
+    """
+    return await conn.fetchval(_ASSUME_ROLE, role) is not None
+
+
+async def create_pool(url: str, *, size: int = 16, role: str | None = None) -> Pool:
+    """A pool whose connections work as ``role`` when the URL's user may assume it."""
+
+    async def init(conn: Connection) -> None:
+        await init_connection(conn)
+        if role is not None:
+            await assume_role(conn, role)
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, init=init, command_timeout=60)
     assert pool is not None
     return pool
 
