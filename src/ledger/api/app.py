@@ -16,7 +16,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from ledger.api import problems
 from ledger.api.auth import principal
 from ledger.api.events import ROUTES as EVENT_ROUTES
-from ledger.api.guards import refuse_unstorable_parameters
+from ledger.api.guards import OPTIONS_ROUTES, refuse_unstorable_parameters
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
@@ -72,7 +72,7 @@ def create_app(
             await app.state.pool.close()
 
     return Litestar(
-        route_handlers=[*EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
+        route_handlers=[*OPTIONS_ROUTES, *EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,

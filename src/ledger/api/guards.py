@@ -7,9 +7,10 @@ covers every route, including the ones added later.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-from litestar import Request
+from litestar import HttpMethod, Request, Response, route
+from litestar.handlers import HTTPRouteHandler
 
 from ledger.errors import InvalidInput
 
@@ -30,3 +31,30 @@ def _nul_in(name: str) -> InvalidInput:
         field=name,
         in_body=False,
     )
+
+
+def options_for(path: str) -> HTTPRouteHandler:
+    """An ``OPTIONS`` handler whose ``Allow`` lists every method the path has.
+
+    Litestar (2.x) builds its automatic ``OPTIONS`` answer with the first handler
+    registered on a path and keeps it when more are added, so ``/v1/events``
+    (GET and POST) answered ``Allow: OPTIONS, POST``. Registered before the
+    path's other handlers, this one reads the methods when asked instead.
+    """
+
+    @route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False)
+    async def allowed_methods(request: Request[Any, Any, Any]) -> Response[None]:
+        methods = {
+            method
+            for known in request.app.routes
+            if known.path == path
+            for method in getattr(known, "methods", ())
+        }
+        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+    return allowed_methods
+
+
+OPTIONS_ROUTES: Final = [options_for("/v1/events")]
+"""Paths with more than one method; a new one belongs here (the fuzzing suite's
+Allow check fails until it does)."""
