@@ -153,4 +153,10 @@ UNAVAILABLE: Final = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    # The server ended the session: a fast shutdown, a failover, pg_terminate_backend.
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    # What asyncpg raises on a session cut while a query was under way on it.
+    asyncpg.InternalClientError,
 )
+"""Errors that mean "the database is not there right now": 503 and Retry-After."""
