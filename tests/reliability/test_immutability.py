@@ -20,7 +20,15 @@ from ledger.api.app import create_app
 from ledger.projections.projector import rebuild, state_of
 from ledger.store.append import append
 from ledger.store.cursor import Cursor
-from ledger.store.database import APP_ROLE, Connection, Pool, assume_role, connect, create_pool
+from ledger.store.database import (
+    APP_ROLE,
+    WORKER_ROLE,
+    Connection,
+    Pool,
+    assume_role,
+    connect,
+    create_pool,
+)
 from tests.conftest import Tenant
 from tests.samples import story
 from tests.test_projections import settle
@@ -38,12 +46,21 @@ def migration() -> ModuleType:
     return module
 
 
-@pytest.fixture
-async def app_conn(database_url: str) -> AsyncIterator[Connection]:
-    """A connection of its own working as ``ledger_app``, as the API's are."""
+ROLES = [APP_ROLE, WORKER_ROLE]
+
+
+@pytest.fixture(params=ROLES)
+async def app_conn(
+    request: pytest.FixtureRequest, database_url: str, tenant: Tenant
+) -> AsyncIterator[Connection]:
+    """A connection of its own working as one of the application's roles, as the API's
+    requests (``ledger_app``, bound to the tenant) and its projector (``ledger_worker``) do."""
+    role: str = request.param
     conn = await connect(database_url)
-    assert await assume_role(conn, APP_ROLE)
-    assert await conn.fetchval("SELECT current_user") == APP_ROLE
+    assert await assume_role(conn, role, across_tenants=role == WORKER_ROLE)
+    assert await conn.fetchval("SELECT current_user") == role
+    if role == APP_ROLE:
+        await conn.execute("SELECT set_config('ledger.tenant_id', $1, false)", str(tenant.id))
     yield conn
     await conn.close()
 
@@ -63,7 +80,7 @@ async def appended(conn: Connection, tenant: Tenant) -> int:
         "TRUNCATE events CASCADE",
     ],
 )
-async def test_the_app_role_cannot_change_the_log(
+async def test_the_app_roles_cannot_change_the_log(
     app_conn: Connection, pool: Pool, tenant: Tenant, statement: str
 ) -> None:
     count = await appended(app_conn, tenant)
@@ -76,7 +93,7 @@ async def test_the_app_role_cannot_change_the_log(
     assert "x" not in {row["type"] for row in types}
 
 
-async def test_the_app_role_cannot_drop_the_guarding_triggers_or_the_table(
+async def test_the_app_roles_cannot_drop_the_guarding_triggers_or_the_table(
     app_conn: Connection,
 ) -> None:
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -87,10 +104,12 @@ async def test_the_app_role_cannot_drop_the_guarding_triggers_or_the_table(
         await app_conn.execute("DELETE FROM alembic_version")
 
 
-async def test_the_app_role_appends_projects_and_rebuilds(
+@pytest.mark.parametrize("app_conn", [WORKER_ROLE], indirect=True)
+async def test_the_worker_role_appends_projects_and_rebuilds(
     app_conn: Connection, tenant: Tenant
 ) -> None:
-    """Everything the API and the projector write, the role may write."""
+    """Everything the projector writes (COPY included), its role may write. Requests
+    (``ledger_app``) append and read; row-level security keeps them off COPY."""
     result, _ = await append(app_conn, tenant.id, new_events(*story()))
     count = len(result.events)
     await settle(app_conn, tenant.id, Cursor.decode(result.cursor))  # catch_up, as ledger_app
@@ -101,7 +120,7 @@ async def test_the_app_role_appends_projects_and_rebuilds(
     assert state.events_applied == count
 
 
-async def test_tables_that_later_migrations_create_are_usable_by_the_app_role(
+async def test_tables_that_later_migrations_create_are_usable_by_the_app_roles(
     database_url: str, app_conn: Connection
 ) -> None:
     """Default privileges: another branch's new table works without a grant of its own."""
@@ -134,16 +153,18 @@ async def test_pooled_connections_keep_the_role_across_borrowers(database_url: s
         await pool.close()
 
 
-async def test_the_api_works_as_the_app_role(database_url: str) -> None:
+async def test_the_api_works_as_the_app_roles(database_url: str) -> None:
     app = create_app(database_url, migrate=False, pool_size=2, run_projector=False)
     async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
         assert (await client.get("/health")).status_code == 200
-        pool: Pool = app.state.pool
-        # The app and its pool live on the test client's own event loop.
+        # The app and its pools live on the test client's own event loop.
         portal = client.blocking_portal
         assert portal is not None
-        user = await asyncio.to_thread(portal.call, pool.fetchval, "SELECT current_user")
-        assert user == APP_ROLE
+        requests: Pool = app.state.tenant_pool
+        workers: Pool = app.state.pool
+        for pool, role in ((requests, APP_ROLE), (workers, WORKER_ROLE)):
+            user = await asyncio.to_thread(portal.call, pool.fetchval, "SELECT current_user")
+            assert user == role
 
 
 async def test_a_login_that_may_not_assume_the_role_keeps_its_own(
@@ -165,6 +186,25 @@ async def test_a_login_that_may_not_assume_the_role_keeps_its_own(
     finally:
         await admin.execute(f"DROP ROLE {login}")
         await admin.close()
+
+
+async def test_cross_tenant_work_keeps_its_login_role_when_the_role_cannot_bypass_rls(
+    database_url: str,
+) -> None:
+    """A worker role made by a migrating user that could not grant BYPASSRLS would
+    see no rows and could not COPY: the pool then keeps its login role."""
+    role = f"ledger_probe_{secrets.token_hex(4)}"
+    conn = await connect(database_url)
+    try:
+        await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        assert not await assume_role(conn, role, across_tenants=True)
+        assert await conn.fetchval("SELECT current_user") == "postgres"
+        assert await assume_role(conn, role)
+        assert await conn.fetchval("SELECT current_user") == role
+        await conn.execute("RESET ROLE")
+    finally:
+        await conn.execute(f"DROP ROLE IF EXISTS {role}")
+        await conn.close()
 
 
 async def test_creating_the_role_races_safely_across_databases(server_url: str) -> None:

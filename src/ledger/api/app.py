@@ -23,10 +23,11 @@ from ledger.api.openapi import build_document
 from ledger.errors import LedgerError
 from ledger.projections import projector
 from ledger.ratelimit import RateLimiter
-from ledger.store.database import APP_ROLE, create_pool
+from ledger.store.database import APP_ROLE, WORKER_ROLE, create_pool
 from ledger.store.migrate import upgrade
 
 API_VERSION = "1.0.0"
+WORKER_POOL_SIZE = 4  # the projector's listener and its passes; requests have their own
 
 
 @get("/v1/openapi.json", include_in_schema=False, media_type="application/vnd.oai.openapi+json")
@@ -56,7 +57,8 @@ def create_app(
     async def database(app: Litestar) -> AsyncIterator[None]:
         if migrate:
             await asyncio.to_thread(upgrade, database_url)
-        app.state.pool = await create_pool(database_url, size=pool_size, role=APP_ROLE)
+        app.state.tenant_pool = await create_pool(database_url, size=pool_size, role=APP_ROLE)
+        app.state.pool = await create_pool(database_url, size=WORKER_POOL_SIZE, role=WORKER_ROLE)
         app.state.min_cursor_wait = min_cursor_wait
         app.state.rate_limiter = RateLimiter(rate_limit_per_second, rate_limit_burst)
         stop = asyncio.Event()
@@ -70,6 +72,7 @@ def create_app(
             if worker is not None:
                 await worker
             await app.state.pool.close()
+            await app.state.tenant_pool.close()
 
     return Litestar(
         route_handlers=[*OPTIONS_ROUTES, *EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],

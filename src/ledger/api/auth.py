@@ -42,4 +42,5 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
             f"this key's scopes are {', '.join(sorted(found.scopes))}; this needs {needed!r}",
             required_scope=needed,
         )
+    request.state.tenant_id = found.tenant_id  # binds the request's connections (pool_of)
     return found

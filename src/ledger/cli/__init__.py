@@ -19,7 +19,7 @@ from ledger.config import Settings
 from ledger.errors import LedgerError, NotFound
 from ledger.projections import projector
 from ledger.projections.projector import PROJECTION
-from ledger.store.database import APP_ROLE, Connection, connect, create_pool, resolve_url
+from ledger.store.database import WORKER_ROLE, Connection, connect, create_pool, resolve_url
 from ledger.store.migrate import upgrade
 from ledger.tenants.keys import SCOPES, create_key, list_keys, revoke_key
 
@@ -250,7 +250,7 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
     upgrade(url)
 
     async def work() -> None:
-        pool = await create_pool(url, size=4, role=APP_ROLE)
+        pool = await create_pool(url, size=4, role=WORKER_ROLE)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
