@@ -251,3 +251,23 @@ async def test_forged_cursors_beyond_any_real_value_are_422s(
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "cursor"
     assert (await http.get("/health")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "takes"),
+    [
+        ("/v1/events?limt=5", "limt", "cursor, limit, person, type"),
+        ("/v1/people/ana/relationships?=0.0", "(a name left empty)", "cursor, limit, sort"),
+        ("/v1/events/horizon?" + "x" * 5000 + "=1", "x" * 80, "none"),
+    ],
+)
+async def test_a_query_parameter_the_route_does_not_take_is_a_422_naming_it(
+    http: httpx.AsyncClient, path: str, field: str, takes: str
+) -> None:
+    """Silently ignored, ``?limt=5`` would leave the client believing it paged."""
+    response = await http.get(path)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["field"] == field
+    assert problem["detail"].endswith(f"it takes {takes}")
+    assert len(response.content) <= MAX_ANSWER_BYTES
