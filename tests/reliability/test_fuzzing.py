@@ -24,8 +24,10 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from litestar import Router, get, post
 from schemathesis import checks
 
+from ledger.api.guards import with_options
 from tests.reliability.conftest import Server, serving
 from tests.samples import story
 from tests.test_cli import env_with, run
@@ -78,3 +80,21 @@ def test_options_lists_every_documented_method_of_a_path(server: Server, path: s
     assert response.status_code == 204
     allowed = {m.strip().lower() for m in response.headers["allow"].split(",")}
     assert set(DOCUMENTED[path]) <= allowed, response.headers["allow"]
+
+
+def test_only_paths_with_several_handlers_get_an_options_handler() -> None:
+    @get("/x", sync_to_thread=False)
+    def read() -> None: ...
+
+    @post("/x", sync_to_thread=False)
+    def write() -> None: ...
+
+    @get("/y", sync_to_thread=False)
+    def other() -> None: ...
+
+    router = Router("/z", route_handlers=[other])
+    listed = with_options([read, write, other, router])
+    assert listed[1:] == [read, write, other, router]
+    [added] = listed[:1]
+    assert added.paths == {"/x"}
+    assert added.http_methods == {"OPTIONS"}

@@ -16,7 +16,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from ledger.api import problems
 from ledger.api.auth import principal
 from ledger.api.events import ROUTES as EVENT_ROUTES
-from ledger.api.guards import OPTIONS_ROUTES, refuse_unstorable_parameters
+from ledger.api.guards import check_parameters, with_options
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
@@ -75,7 +75,7 @@ def create_app(
             await app.state.tenant_pool.close()
 
     return Litestar(
-        route_handlers=[*OPTIONS_ROUTES, *EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document],
+        route_handlers=with_options([*EVENT_ROUTES, *NETWORK_ROUTES, health, openapi_document]),
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,
@@ -85,7 +85,7 @@ def create_app(
             Exception: problems.unexpected_error,
         },
         lifespan=[database],
-        before_request=refuse_unstorable_parameters,
+        before_request=check_parameters,
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="ledger",

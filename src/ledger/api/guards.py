@@ -20,7 +20,7 @@ from ledger.errors import InvalidInput
 MAX_NAME_ECHO: Final = 80
 
 
-async def refuse_unstorable_parameters(request: Request[Any, Any, Any]) -> None:
+async def check_parameters(request: Request[Any, Any, Any]) -> None:
     """422 naming the first path or query parameter that holds a NUL character, or
     the first query parameter the route does not take."""
     for name, value in request.path_params.items():
@@ -79,7 +79,8 @@ def options_for(path: str) -> HTTPRouteHandler:
     Litestar (2.x) builds its automatic ``OPTIONS`` answer with the first handler
     registered on a path and keeps it when more are added, so ``/v1/events``
     (GET and POST) answered ``Allow: OPTIONS, POST``. Registered before the
-    path's other handlers, this one reads the methods when asked instead.
+    path's other handlers (see :func:`with_options`), this one reads the
+    methods when asked instead.
     """
 
     @route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False)
@@ -95,6 +96,13 @@ def options_for(path: str) -> HTTPRouteHandler:
     return allowed_methods
 
 
-OPTIONS_ROUTES: Final = [options_for("/v1/events")]
-"""Paths with more than one method; a new one belongs here (the fuzzing suite's
-Allow check fails until it does)."""
+def with_options(handlers: list[Any]) -> list[Any]:
+    """``handlers``, preceded by an :func:`options_for` for every path that more than
+    one of them serves (other entries, routers say, pass through unchanged)."""
+    served: dict[str, int] = {}
+    for handler in handlers:
+        if isinstance(handler, HTTPRouteHandler):
+            for path in handler.paths:
+                served[path] = served.get(path, 0) + 1
+    shared = [path for path, count in served.items() if count > 1]
+    return [*(options_for(path) for path in shared), *handlers]
