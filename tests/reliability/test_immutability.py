@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -175,9 +176,8 @@ async def test_a_login_that_may_not_assume_the_role_keeps_its_own(
     admin = await asyncpg.connect(server_url)
     await admin.execute(f"CREATE ROLE {login} LOGIN")
     try:
-        url = database_url.replace("postgres@", f"{login}@", 1)
-        if url == database_url:
-            pytest.fail(f"cannot derive a URL for another login from {database_url}")
+        parts = urlsplit(database_url)
+        url = urlunsplit(parts._replace(netloc=f"{login}@{parts.netloc.rpartition('@')[2]}"))
         pool = await create_pool(url, size=1, role=APP_ROLE)
         try:
             assert await pool.fetchval("SELECT current_user") == login
