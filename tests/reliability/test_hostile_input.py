@@ -271,3 +271,25 @@ async def test_a_query_parameter_the_route_does_not_take_is_a_422_naming_it(
     assert problem["field"] == field
     assert problem["detail"].endswith(f"it takes {takes}")
     assert len(response.content) <= MAX_ANSWER_BYTES
+
+
+async def test_a_chunked_body_over_the_limit_is_a_413_and_writes_nothing(
+    http: httpx.AsyncClient, pool: Pool
+) -> None:
+    """Without Content-Length the limit is enforced while the body streams in."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"events": [{"type": "message.sent", "occurred_at": "2025-01-01T00:00:00Z", '
+        yield b'"data": {"from": "'
+        for _ in range(3 * BODY_LIMIT // 65536):
+            yield b"a" * 65536
+        yield b'", "to": "b", "kind": "reply"}}]}'
+
+    before = await total_events(pool)
+    response = await http.post(
+        "/v1/events", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["type"] == "urn:ledger:problem:payload-too-large"
+    assert await total_events(pool) == before
+    assert (await http.get("/health")).status_code == 200
