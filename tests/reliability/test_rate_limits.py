@@ -96,9 +96,10 @@ def test_bad_limit_settings_say_what_is_wrong(env: dict[str, str], message: str)
 
 @pytest.fixture(scope="module")
 def limited(database_url: str) -> Iterator[Server]:
-    """A server allowing each key 3 requests at once, then one every 2 seconds."""
+    """A server allowing each key 3 requests at once, then one every 5 seconds (slow
+    enough that a loaded machine cannot refill a token between the first requests)."""
     with serving(
-        database_url, LEDGER_RATE_LIMIT_PER_SECOND="0.5", LEDGER_RATE_LIMIT_BURST="3"
+        database_url, LEDGER_RATE_LIMIT_PER_SECOND="0.2", LEDGER_RATE_LIMIT_BURST="3"
     ) as running:
         yield running
 
@@ -120,11 +121,11 @@ async def test_a_key_beyond_its_burst_gets_429_with_retry_after_then_recovers(
         assert refused.status_code == 429
         assert refused.headers["content-type"].startswith("application/problem+json")
         retry_after = int(refused.headers["retry-after"])
-        assert 1 <= retry_after <= 2
+        assert 1 <= retry_after <= 5
         problem = refused.json()
         assert problem["type"] == "urn:ledger:problem:rate-limited"
         assert problem["field"] == "Authorization"
-        assert "0.5 requests per second (bursts of 3)" in problem["detail"]
+        assert "0.2 requests per second (bursts of 3)" in problem["detail"]
         assert await total_events(pool) == before
 
         # Another key (here another tenant's) has its own bucket.
