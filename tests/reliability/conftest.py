@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -81,3 +82,21 @@ async def total_events(pool: Pool) -> int:
     async with pool.acquire() as conn:
         n: int = await conn.fetchval("SELECT count(*) FROM events")
     return n
+
+
+def streaming_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    """(method, path) of the operations that answer a never-ending ``text/event-stream``.
+
+    Request/response checks (isolation, fuzzing) would wait on them forever; change
+    feeds are checked by their own tests, reading a bounded number of events.
+    """
+    return {
+        (method, path)
+        for path, item in document.get("paths", {}).items()
+        for method, operation in item.items()
+        if isinstance(operation, dict)
+        and any(
+            "text/event-stream" in (response.get("content") or {})
+            for response in operation.get("responses", {}).values()
+        )
+    }
