@@ -28,6 +28,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_max_attempts: int
     webhook_timeout: float
     webhook_poll: float
+    rate_limit_per_second: float
+    rate_limit_burst: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -49,6 +51,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             webhook_max_attempts=_int(env, "LEDGER_WEBHOOK_MAX_ATTEMPTS", 12),
             webhook_timeout=_float(env, "LEDGER_WEBHOOK_TIMEOUT", 10.0),
             webhook_poll=_float(env, "LEDGER_WEBHOOK_POLL", 1.0),
+            rate_limit_per_second=_float(
+                env, "LEDGER_RATE_LIMIT_PER_SECOND", 1000.0, what="a number of requests"
+            ),
+            rate_limit_burst=_int(env, "LEDGER_RATE_LIMIT_BURST", 2000),
         )
 
 
@@ -62,14 +68,16 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _float(
+    env: dict[str, str], name: str, default: float, *, what: str = "a number of seconds"
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise SystemExit(f"{name} must be {what}, got {raw!r}") from None
     if value < 0:
         raise SystemExit(f"{name} must not be negative, got {raw!r}")
     return value

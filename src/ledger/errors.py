@@ -85,3 +85,14 @@ class Unavailable(LedgerError):
     status = 503
     slug = "unavailable"
     title = "The ledger cannot serve this right now"
+
+
+class RateLimited(LedgerError):
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests for this API key"
+
+    def __init__(self, detail: str, *, retry_after: int, **extra: Any) -> None:
+        """``retry_after``: whole seconds until the key may send again (``Retry-After``)."""
+        super().__init__(detail, field="Authorization", in_body=False, **extra)
+        self.retry_after = retry_after

@@ -20,6 +20,7 @@ from ledger.api.digest import ROUTES as DIGEST_ROUTES
 from ledger.api.events import ROUTES as EVENT_ROUTES
 from ledger.api.feeds import ROUTES as FEED_ROUTES
 from ledger.api.feeds import FeedSettings
+from ledger.api.guards import check_parameters, with_options
 from ledger.api.health import health
 from ledger.api.network import ROUTES as NETWORK_ROUTES
 from ledger.api.openapi import build_document
@@ -30,9 +31,10 @@ from ledger.api.webhooks import ROUTES as WEBHOOK_ROUTES
 from ledger.errors import LedgerError
 from ledger.feeds.wakeups import listening
 from ledger.projections import projector
+from ledger.ratelimit import RateLimiter
 from ledger.rules.feed import CHANNEL as VIOLATIONS_CHANNEL
 from ledger.store.append import NOTIFY_CHANNEL
-from ledger.store.database import create_pool
+from ledger.store.database import APP_ROLE, WORKER_ROLE, create_pool
 from ledger.store.migrate import upgrade
 from ledger.ui import ROUTER as UI_ROUTER
 from ledger.webhooks import dispatcher
@@ -58,25 +60,31 @@ def create_app(
     min_cursor_wait: float = 5.0,
     feed: FeedSettings | None = None,
     webhooks: DispatchSettings | None = DEFAULT_DISPATCH,
+    rate_limit_per_second: float = 0.0,
+    rate_limit_burst: int = 1,
 ) -> Litestar:
     """An app serving ``database_url``.
 
     Migrations run at startup unless told not to; the projector runs inside the
     server unless told not to (then run ``ledger project`` workers); so does the
-    webhook dispatcher, unless ``webhooks`` is None.
+    webhook dispatcher, unless ``webhooks`` is None. Requests are limited per
+    API key when ``rate_limit_per_second`` is above 0.
     """
 
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
         if migrate:
             await asyncio.to_thread(upgrade, database_url)
-        # Background work holds connections of its own (the projector's LISTEN and
-        # its passes, the feeds' LISTEN, the webhook dispatcher): on top of the
-        # requests' share, or a small pool deadlocks them against each other.
-        background = 1 + (2 if run_projector else 0) + (1 if webhooks is not None else 0)
-        app.state.pool = await create_pool(database_url, size=pool_size + background)
+        # Requests use a pool confined to their tenant (role ledger_app, row-level
+        # security); background work (the projector's LISTEN and passes, the feeds'
+        # LISTEN, the webhook dispatcher, metrics and readiness) uses a worker pool
+        # of its own, large enough that they never wait for each other.
+        background = 3 + (2 if run_projector else 0) + (1 if webhooks is not None else 0)
+        app.state.tenant_pool = await create_pool(database_url, size=pool_size, role=APP_ROLE)
+        app.state.pool = await create_pool(database_url, size=background, role=WORKER_ROLE)
         app.state.min_cursor_wait = min_cursor_wait
         app.state.feed_settings = feed or FeedSettings()
+        app.state.rate_limiter = RateLimiter(rate_limit_per_second, rate_limit_burst)
         stop = asyncio.Event()
         worker = (
             asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None
@@ -107,21 +115,24 @@ def create_app(
             if worker is not None:
                 await worker
             await app.state.pool.close()
+            await app.state.tenant_pool.close()
 
     app = Litestar(
-        route_handlers=[
-            *EVENT_ROUTES,
-            *FEED_ROUTES,
-            *NETWORK_ROUTES,
-            *RULE_ROUTES,
-            *WEBHOOK_ROUTES,
-            *DIGEST_ROUTES,
-            *AUDIT_ROUTES,
-            *OPERATION_ROUTES,
-            UI_ROUTER,
-            health,
-            openapi_document,
-        ],
+        route_handlers=with_options(
+            [
+                *EVENT_ROUTES,
+                *FEED_ROUTES,
+                *NETWORK_ROUTES,
+                *RULE_ROUTES,
+                *WEBHOOK_ROUTES,
+                *DIGEST_ROUTES,
+                *AUDIT_ROUTES,
+                *OPERATION_ROUTES,
+                UI_ROUTER,
+                health,
+                openapi_document,
+            ]
+        ),
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             LedgerError: problems.ledger_error,
@@ -131,6 +142,7 @@ def create_app(
             Exception: problems.unexpected_error,
         },
         lifespan=[database],
+        before_request=check_parameters,
         request_max_body_size=max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="ledger",

@@ -7,7 +7,8 @@ from typing import Any
 from litestar import Request
 
 from ledger.api.state import pool_of
-from ledger.errors import Forbidden, Unauthorized
+from ledger.errors import Forbidden, RateLimited, Unauthorized
+from ledger.ratelimit import RateLimiter, retry_after_seconds
 from ledger.tenants.keys import Principal, authenticate
 
 
@@ -28,10 +29,18 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
         raise Unauthorized(
             "this API key is unknown or revoked", field="Authorization", in_body=False
         )
+    limiter: RateLimiter | None = request.app.state.get("rate_limiter")
+    if limiter is not None and (wait := limiter.wait_for(found.key_id)) > 0:
+        raise RateLimited(
+            f"this API key may send {limiter.per_second:g} requests per second "
+            f"(bursts of {limiter.burst}); retry after {wait:.2f} s",
+            retry_after=retry_after_seconds(wait),
+        )
     needed: str | None = request.route_handler.opt.get("scope")
     if needed is not None and needed not in found.scopes:
         raise Forbidden(
             f"this key's scopes are {', '.join(sorted(found.scopes))}; this needs {needed!r}",
             required_scope=needed,
         )
+    request.state.tenant_id = found.tenant_id  # binds the request's connections (pool_of)
     return found

@@ -108,6 +108,8 @@ def _page(items: Sequence[T], cursor: str | None, limit: int) -> tuple[list[T], 
             if not cursor.startswith("o1"):
                 raise ValueError(cursor)
             start = int(base64.urlsafe_b64decode(cursor[2:] + "==").decode())
+            if start < 0:
+                raise ValueError(cursor)
         except ValueError:
             raise InvalidInput(
                 "cursor is not one this list issued; use next_cursor from the previous page",

@@ -3,15 +3,19 @@
 ``POST /v1/events`` decodes its body itself (one msgspec pass that reports the
 exact failing field), so Litestar does not know the body's type. The schema of
 that body comes from msgspec, the same types that decode it; errors are
-documented once, as problem details, on every operation.
+documented once, as problem details, on every operation. msgspec leaves out
+which keys a ``dict[Literal[...], X]`` takes (policy weights by favor kind);
+they are added as ``propertyNames``, so the document refuses what the decoder does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Final
 
 import msgspec
 from litestar import Litestar
+from msgspec import inspect
 
 from ledger.api.problems import PROBLEM_JSON, ProblemDetails
 from ledger.events import cloudevents
@@ -45,6 +49,8 @@ def build_document(app: Litestar) -> dict[str, Any]:
     ce_schema["required"] = [*ce_schema["required"], "time", "data"]
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(components)
+    for component, name, keys in _literal_keyed_dicts([EventBatch]):
+        _restrict_keys(schemas[component]["properties"][name], keys)
     document["components"]["securitySchemes"] = {
         "apiKey": {
             "type": "http",
@@ -90,6 +96,49 @@ def build_document(app: Litestar) -> dict[str, Any]:
                 "content": {PROBLEM_JSON: {"schema": problem}},
             }
     return document
+
+
+def _literal_keyed_dicts(types: list[Any]) -> Iterator[tuple[str, str, list[str]]]:
+    """(component, property, allowed keys) for every struct field that is a dict
+    keyed by a ``Literal``, anywhere inside ``types``."""
+    seen: set[type] = set()
+    pending: list[inspect.Type] = list(inspect.multi_type_info(types))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, inspect.StructType):
+            if node.cls in seen:
+                continue
+            seen.add(node.cls)
+            for field in node.fields:
+                for option in _options(field.type):
+                    if isinstance(option, inspect.DictType) and isinstance(
+                        option.key_type, inspect.LiteralType
+                    ):
+                        keys = [str(v) for v in option.key_type.values]
+                        yield node.cls.__name__, field.encode_name, keys
+                pending.append(field.type)
+        elif isinstance(node, inspect.UnionType):
+            pending.extend(node.types)
+        elif isinstance(node, inspect.ListType | inspect.VarTupleType):
+            pending.append(node.item_type)
+        elif isinstance(node, inspect.TupleType):
+            pending.extend(node.item_types)
+        elif isinstance(node, inspect.DictType):
+            pending.append(node.value_type)
+        elif isinstance(node, inspect.Metadata):
+            pending.append(node.type)
+
+
+def _options(node: inspect.Type) -> list[inspect.Type]:
+    while isinstance(node, inspect.Metadata):
+        node = node.type
+    return list(node.types) if isinstance(node, inspect.UnionType) else [node]
+
+
+def _restrict_keys(schema: dict[str, Any], keys: list[str]) -> None:
+    for branch in [schema, *schema.get("anyOf", [])]:
+        if branch.get("type") == "object":
+            branch["propertyNames"] = {"enum": keys}
 
 
 def _opt_of(app: Litestar, path: str, method: str) -> dict[str, Any]:

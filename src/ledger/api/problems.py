@@ -72,8 +72,8 @@ def problem_response(
 
 def ledger_error(request: Request[Any, Any, Any], exc: LedgerError) -> Response[ProblemDetails]:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-    if exc.status == 503:
-        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if exc.status in (429, 503):
+        headers["Retry-After"] = str(getattr(exc, "retry_after", RETRY_AFTER_SECONDS))
     return problem_response(
         request,
         status=exc.status,
@@ -153,4 +153,10 @@ UNAVAILABLE: Final = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
+    # The server ended the session: a fast shutdown, a failover, pg_terminate_backend.
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    # What asyncpg raises on a session cut while a query was under way on it.
+    asyncpg.InternalClientError,
 )
+"""Errors that mean "the database is not there right now": 503 and Retry-After."""

@@ -24,7 +24,7 @@ from ledger.observe.logs import LOG_CONFIG
 from ledger.projections import projector
 from ledger.projections.projector import PROJECTION
 from ledger.projections.registry import PROJECTIONS
-from ledger.store.database import Connection, connect, create_pool, resolve_url
+from ledger.store.database import WORKER_ROLE, Connection, connect, create_pool, resolve_url
 from ledger.store.migrate import upgrade
 from ledger.tenants.keys import SCOPES, create_key, list_keys, revoke_key
 
@@ -220,6 +220,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         min_cursor_wait=settings.min_cursor_wait,
         feed=FeedSettings(heartbeat=settings.feed_heartbeat, poll=settings.feed_poll),
         webhooks=None if args.no_webhooks else dispatch_settings(settings),
+        rate_limit_per_second=settings.rate_limit_per_second,
+        rate_limit_burst=settings.rate_limit_burst,
     )
     # Feeds stream until their clients leave: bound how long a stop waits for them.
     uvicorn.run(
@@ -272,7 +274,7 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
     upgrade(url)
 
     async def work() -> None:
-        pool = await create_pool(url, size=4)
+        pool = await create_pool(url, size=4, role=WORKER_ROLE)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

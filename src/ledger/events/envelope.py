@@ -25,6 +25,11 @@ MAX_DATA_BYTES: Final = 64 * 1024
 MAX_METADATA_BYTES: Final = 16 * 1024
 # An app back-fills the past freely; the future is refused beyond clock skew.
 MAX_CLOCK_SKEW: Final = timedelta(hours=24)
+# Nothing networked happened before this; it also keeps every zone's offset
+# inside the range that Python and PostgreSQL can convert.
+EARLIEST_OCCURRED_AT: Final = datetime(1900, 1, 1, tzinfo=UTC)
+# msgspec echoes offending values and names; a hostile 1 MB name stays out of the answer.
+MAX_ECHO_CHARS: Final = 80
 
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=100)]
 MetadataValue = Annotated[str, Meta(max_length=2000)] | int | float | bool | None
@@ -108,6 +113,9 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 # "... - at `$.events[0].data`", or for a dict's key "... - at `key` in `$.weights`".
 _AT = re.compile(r"^(?P<message>.*?)(?: - at `(?P<key>key` in `)?\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
+_QUOTED = re.compile(f"`[^`]{{{MAX_ECHO_CHARS},}}`|'[^']{{{MAX_ECHO_CHARS},}}'")
+# PostgreSQL text and jsonb cannot hold NUL; msgspec writes it as this escape.
+_NUL_ESCAPE: Final = b"\\u0000"
 
 
 def decode_batch(body: bytes) -> EventBatch:
@@ -123,6 +131,10 @@ def decode_body(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
         raise InvalidInput(message, field=field) from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"The body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"The body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8"
+        ) from None
 
 
 def split_error(text: str) -> tuple[str, str | None]:
@@ -137,10 +149,46 @@ def split_error(text: str) -> tuple[str, str | None]:
     field = path.lstrip(".").split("[...]")[0] if path is not None else None
     named = _NAMED_FIELD.search(message)
     if named is not None:
-        field = f"{field}.{named['name']}" if field else named["name"]
+        name = _shortened(named["name"])
+        field = f"{field}.{name}" if field else name
+    message = _QUOTED.sub(lambda quoted: _shortened(quoted[0]), message)
     if message.startswith("Invalid value") and field is not None and field.endswith(".type"):
         message += f"; known types: {', '.join(EVENT_TYPES)}"
     return message, field or None
+
+
+def _shortened(text: str) -> str:
+    """A long echoed value, cut to its start (with its closing quote kept)."""
+    if len(text) <= MAX_ECHO_CHARS:
+        return text
+    quote = text[-1] if text[-1] in "`'" else ""
+    return text[: MAX_ECHO_CHARS - 1 - len(quote)] + "…" + quote
+
+
+def _nul_field(value: Any, path: str) -> str | None:
+    """Where a NUL character hides in decoded JSON (keys included), if anywhere."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = path if "\x00" in key else _nul_field(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _nul_field(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _refuse_nul(at: str, part: str, encoded: bytes) -> None:
+    """PostgreSQL cannot store NUL in text: refuse it here, naming the field."""
+    if _NUL_ESCAPE not in encoded:
+        return
+    field = _nul_field(msgspec.json.decode(encoded), f"{at}.{part}")
+    if field is not None:  # else only an escaped backslash followed by "u0000"
+        raise InvalidInput("text may not contain the NUL character (\\u0000)", field=field)
 
 
 def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]:
@@ -170,6 +218,8 @@ def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]
                 field=f"{at}.metadata",
                 limit=MAX_METADATA_BYTES,
             )
+        _refuse_nul(at, "data", data_json)
+        _refuse_nul(at, "metadata", metadata_json)
         for key in _STRING_METADATA:
             value = event.metadata.get(key)
             if value is not None and not isinstance(value, str):
@@ -178,6 +228,12 @@ def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]
             raise InvalidInput(
                 f"occurred_at {event.occurred_at.isoformat()} is in the future; events record "
                 "what has happened (up to 24 h of clock skew is tolerated)",
+                field=f"{at}.occurred_at",
+            )
+        if event.occurred_at < EARLIEST_OCCURRED_AT:
+            raise InvalidInput(
+                f"occurred_at {event.occurred_at.isoformat()} is before "
+                f"{EARLIEST_OCCURRED_AT.year}; send when the event really happened",
                 field=f"{at}.occurred_at",
             )
         for problem in event.data.problems():

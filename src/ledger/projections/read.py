@@ -12,7 +12,7 @@ import msgspec
 from ledger.errors import InvalidInput
 from ledger.projections.core import Pair, PolicyTimeline
 from ledger.projections.projector import PAIR_COLUMNS, PROJECTION, pair_of, policies_until
-from ledger.store.cursor import Cursor
+from ledger.store.cursor import MAX_BIGINT, Cursor
 from ledger.store.database import Connection
 from ledger.store.read import ENVELOPE_COLUMNS, Envelope, envelope_of
 
@@ -121,6 +121,8 @@ def decode_timeline_cursor(token: str) -> tuple[datetime, int]:
         micros, position = _TIMELINE_PACK.unpack(
             base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         )
+        if position > MAX_BIGINT:
+            raise ValueError(token)
         return _EPOCH + timedelta(microseconds=micros), position
     except (ValueError, struct.error, OverflowError):
         raise InvalidInput(

@@ -18,6 +18,10 @@ from ledger.errors import InvalidInput
 
 _PACK: Final = struct.Struct(">QQ")
 _PREFIX: Final = "c1"
+# Transaction ids, positions and versions are PostgreSQL bigint/integer: a
+# forged cursor beyond them is refused here instead of failing in a query.
+MAX_BIGINT: Final = 2**63 - 1
+MAX_VERSION: Final = 2**31 - 1
 
 
 class Cursor(msgspec.Struct, frozen=True, order=True):
@@ -38,6 +42,8 @@ class Cursor(msgspec.Struct, frozen=True, order=True):
             tx_id, position = _PACK.unpack(raw)
         except (binascii.Error, struct.error, ValueError):
             raise _bad(field) from None
+        if tx_id > MAX_BIGINT or position > MAX_BIGINT:
+            raise _bad(field)
         return cls(tx_id, position)
 
 
@@ -71,6 +77,6 @@ def decode_version_cursor(token: str, *, field: str = "cursor") -> int:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         raise _bad(field) from None
-    if len(raw) != 8:
+    if len(raw) != 8 or int.from_bytes(raw, "big") > MAX_VERSION:
         raise _bad(field)
     return int.from_bytes(raw, "big")

@@ -21,6 +21,22 @@ import msgspec
 _JSON_DECODER: Final = msgspec.json.Decoder()
 _JSONB_VERSION: Final = b"\x01"
 
+APP_ROLE: Final = "ledger_app"
+"""The role API requests work as (migration 0006): no UPDATE, DELETE or TRUNCATE on
+events, and only the rows of the tenant named by ``ledger.tenant_id``."""
+WORKER_ROLE: Final = "ledger_worker"
+"""The role the projector and other cross-tenant work run as: the same privileges,
+every tenant's rows."""
+
+# One statement: switch only when the role exists, the login role may use it (a
+# superuser, or a member), and, for cross-tenant work, the role bypasses row-level
+# security; otherwise no row, and the connection stays as it was.
+_ASSUME_ROLE: Final = """
+SELECT set_config('role', rolname, false)
+FROM pg_roles
+WHERE rolname = $1 AND pg_has_role(current_user, oid, 'MEMBER') AND (rolbypassrls OR NOT $2)
+"""
+
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
@@ -70,10 +86,25 @@ async def init_connection(conn: Connection) -> None:
     )
 
 
-async def create_pool(url: str, *, size: int = 16) -> Pool:
-    pool = await asyncpg.create_pool(
-        url, min_size=1, max_size=size, init=init_connection, command_timeout=60
-    )
+async def assume_role(conn: Connection, role: str, *, across_tenants: bool = False) -> bool:
+    """``SET ROLE role`` when allowed; whether the connection now works as ``role``.
+
+    ``across_tenants``: only if the role bypasses row-level security (work over
+    every tenant, and COPY, need that). The role outlives asyncpg's reset between
+    borrowers (``RESET ALL`` leaves the role alone), so it is set once per connection.
+    """
+    return await conn.fetchval(_ASSUME_ROLE, role, across_tenants) is not None
+
+
+async def create_pool(url: str, *, size: int = 16, role: str | None = None) -> Pool:
+    """A pool whose connections work as ``role`` when the URL's user may assume it."""
+
+    async def init(conn: Connection) -> None:
+        await init_connection(conn)
+        if role is not None:
+            await assume_role(conn, role, across_tenants=role == WORKER_ROLE)
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=size, init=init, command_timeout=60)
     assert pool is not None
     return pool
 

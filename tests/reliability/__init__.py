@@ -1,0 +1,1 @@
+"""The reliability suite: crashes, outages, hostile input, isolation, limits, fuzzing."""

@@ -1,0 +1,233 @@
+"""The application's database role (``ledger_app``, migration 0006) appends and reads
+the log but cannot change it; everything else the API and projector do still works."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from ledger.api.app import create_app
+from ledger.projections.projector import rebuild, state_of
+from ledger.store.append import append
+from ledger.store.cursor import Cursor
+from ledger.store.database import (
+    APP_ROLE,
+    WORKER_ROLE,
+    Connection,
+    Pool,
+    assume_role,
+    connect,
+    create_pool,
+)
+from tests.conftest import Tenant
+from tests.samples import story
+from tests.test_projections import settle
+from tests.test_store import new_events
+
+MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0006_app_role.py"
+Client = AsyncTestClient[Litestar]
+
+
+def migration() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("migration_0006", MIGRATION)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ROLES = [APP_ROLE, WORKER_ROLE]
+
+
+@pytest.fixture(params=ROLES)
+async def app_conn(
+    request: pytest.FixtureRequest, database_url: str, tenant: Tenant
+) -> AsyncIterator[Connection]:
+    """A connection of its own working as one of the application's roles, as the API's
+    requests (``ledger_app``, bound to the tenant) and its projector (``ledger_worker``) do."""
+    role: str = request.param
+    conn = await connect(database_url)
+    assert await assume_role(conn, role, across_tenants=role == WORKER_ROLE)
+    assert await conn.fetchval("SELECT current_user") == role
+    if role == APP_ROLE:
+        await conn.execute("SELECT set_config('ledger.tenant_id', $1, false)", str(tenant.id))
+    yield conn
+    await conn.close()
+
+
+async def appended(conn: Connection, tenant: Tenant) -> int:
+    result, created = await append(conn, tenant.id, new_events(*story()))
+    assert created
+    return len(result.events)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET type = 'x' WHERE tenant_id = $1",
+        "DELETE FROM events WHERE tenant_id = $1",
+        "TRUNCATE events",
+        "TRUNCATE events CASCADE",
+    ],
+)
+async def test_the_app_roles_cannot_change_the_log(
+    app_conn: Connection, pool: Pool, tenant: Tenant, statement: str
+) -> None:
+    count = await appended(app_conn, tenant)
+    args = [tenant.id] if "$1" in statement else []
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+        await app_conn.execute(statement, *args)
+    async with pool.acquire() as admin:
+        types = await admin.fetch("SELECT type FROM events WHERE tenant_id = $1", tenant.id)
+    assert len(types) == count
+    assert "x" not in {row["type"] for row in types}
+
+
+async def test_the_app_roles_cannot_drop_the_guarding_triggers_or_the_table(
+    app_conn: Connection,
+) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute("DROP TABLE events")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await app_conn.execute("DELETE FROM alembic_version")
+
+
+@pytest.mark.parametrize("app_conn", [WORKER_ROLE], indirect=True)
+async def test_the_worker_role_appends_projects_and_rebuilds(
+    app_conn: Connection, tenant: Tenant
+) -> None:
+    """Everything the projector writes (COPY included), its role may write. Requests
+    (``ledger_app``) append and read; row-level security keeps them off COPY."""
+    result, _ = await append(app_conn, tenant.id, new_events(*story()))
+    count = len(result.events)
+    await settle(app_conn, tenant.id, Cursor.decode(result.cursor))  # catch_up, as ledger_app
+    assert (await state_of(app_conn, tenant.id)).events_applied == count
+    assert await rebuild(app_conn, tenant.id) == count  # deletes the old generation
+    state = await state_of(app_conn, tenant.id)
+    assert state.generation == 2
+    assert state.events_applied == count
+
+
+async def test_tables_that_later_migrations_create_are_usable_by_the_app_roles(
+    database_url: str, app_conn: Connection
+) -> None:
+    """Default privileges: another branch's new table works without a grant of its own."""
+    table = f"later_{secrets.token_hex(4)}"
+    admin = await connect(database_url)
+    try:
+        await admin.execute(
+            f"CREATE TABLE {table} (tenant_id bigint, id bigint GENERATED BY DEFAULT AS IDENTITY,"
+            " note text, PRIMARY KEY (tenant_id, id))"
+        )
+        await app_conn.execute(f"INSERT INTO {table} (tenant_id, note) VALUES (1, 'a')")
+        await app_conn.execute(f"UPDATE {table} SET note = 'b'")
+        assert await app_conn.fetchval(f"SELECT note FROM {table}") == "b"
+        await app_conn.execute(f"DELETE FROM {table}")
+        assert await app_conn.fetchval(f"SELECT count(*) FROM {table}") == 0
+    finally:
+        await admin.execute(f"DROP TABLE {table}")
+        await admin.close()
+
+
+async def test_pooled_connections_keep_the_role_across_borrowers(database_url: str) -> None:
+    """asyncpg resets each connection on release (``RESET ALL``): the role survives it."""
+    pool = await create_pool(database_url, size=1, role=APP_ROLE)
+    try:
+        for _ in range(3):
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SELECT current_user") == APP_ROLE
+                await conn.execute("RESET ALL")
+    finally:
+        await pool.close()
+
+
+async def test_the_api_works_as_the_app_roles(database_url: str) -> None:
+    app = create_app(database_url, migrate=False, pool_size=2, run_projector=False)
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
+        assert (await client.get("/health")).status_code == 200
+        # The app and its pools live on the test client's own event loop.
+        portal = client.blocking_portal
+        assert portal is not None
+        requests: Pool = app.state.tenant_pool
+        workers: Pool = app.state.pool
+        for pool, role in ((requests, APP_ROLE), (workers, WORKER_ROLE)):
+            user = await asyncio.to_thread(portal.call, pool.fetchval, "SELECT current_user")
+            assert user == role
+
+
+async def test_a_login_that_may_not_assume_the_role_keeps_its_own(
+    database_url: str, server_url: str
+) -> None:
+    """Without the privilege nothing is switched and nothing fails: the pool still serves."""
+    login = f"ledger_probe_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f"CREATE ROLE {login} LOGIN")
+    try:
+        parts = urlsplit(database_url)
+        url = urlunsplit(parts._replace(netloc=f"{login}@{parts.netloc.rpartition('@')[2]}"))
+        pool = await create_pool(url, size=1, role=APP_ROLE)
+        try:
+            assert await pool.fetchval("SELECT current_user") == login
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f"DROP ROLE {login}")
+        await admin.close()
+
+
+async def test_cross_tenant_work_keeps_its_login_role_when_the_role_cannot_bypass_rls(
+    database_url: str,
+) -> None:
+    """A worker role made by a migrating user that could not grant BYPASSRLS would
+    see no rows and could not COPY: the pool then keeps its login role."""
+    role = f"ledger_probe_{secrets.token_hex(4)}"
+    conn = await connect(database_url)
+    try:
+        await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        assert not await assume_role(conn, role, across_tenants=True)
+        assert await conn.fetchval("SELECT current_user") == "postgres"
+        assert await assume_role(conn, role)
+        assert await conn.fetchval("SELECT current_user") == role
+        await conn.execute("RESET ROLE")
+    finally:
+        await conn.execute(f"DROP ROLE IF EXISTS {role}")
+        await conn.close()
+
+
+async def test_creating_the_role_races_safely_across_databases(server_url: str) -> None:
+    """Two migrations create the (cluster-wide) role at the same moment: both succeed.
+
+    The second waits on the first's uncommitted row, then meets unique_violation,
+    which the migration's DO block absorbs (duplicate_object once it is committed).
+    """
+    role = f"ledger_app_race_{secrets.token_hex(4)}"
+    ddl: Any = migration().CREATE_ROLE.format(role=role)
+    first = await asyncpg.connect(server_url)
+    second = await asyncpg.connect(server_url)
+    try:
+        first_tx = first.transaction()
+        await first_tx.start()
+        await first.execute(ddl)
+        racing = asyncio.create_task(second.execute(ddl))
+        await asyncio.sleep(0.2)  # let the second block on the first's row
+        await first_tx.commit()
+        await asyncio.wait_for(racing, timeout=30)
+        await second.execute(ddl)  # and once more, after both committed
+        assert await first.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", role) == 1
+    finally:
+        await first.execute(f"DROP ROLE IF EXISTS {role}")
+        await first.close()
+        await second.close()
