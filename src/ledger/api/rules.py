@@ -21,6 +21,7 @@ from ledger.api.asof import answer as as_of_answer
 from ledger.api.events import Limit, PageCursor
 from ledger.api.network import consistent, reflecting
 from ledger.api.state import pool_of
+from ledger.audit.asof import rfc3339
 from ledger.audit.replay import Bound, knows, log_until, policies_within
 from ledger.errors import InvalidInput, NotFound
 from ledger.events.envelope import INCOMING_TYPES, EventBatch, prepare, split_error
@@ -177,8 +178,8 @@ def _filters(
     offender: str | None,
     codes: list[str] | None,
     severities: list[str] | None,
-    since: datetime | None,
-    until: datetime | None,
+    since: str | None,
+    until: str | None,
 ) -> read.Filters:
     for i, code in enumerate(codes or []):
         if code not in RULES:
@@ -194,20 +195,26 @@ def _filters(
                 field="severity" if len(severities or []) == 1 else f"severity[{i}]",
                 in_body=False,
             )
-    for name, moment in (("since", since), ("until", until)):
-        if moment is not None and moment.tzinfo is None:
+    moments: dict[str, datetime | None] = {}
+    for name, text in (("since", since), ("until", until)):
+        moments[name] = None if text is None else rfc3339(text)
+        if text is not None and moments[name] is None:
             raise InvalidInput(
-                f"{name} needs a time zone, e.g. 2025-03-01T00:00:00Z", field=name, in_body=False
+                f"{name} is {text[:80]!r}: give an RFC 3339 time with its zone, e.g. "
+                "2025-03-01T00:00:00Z",
+                field=name,
+                in_body=False,
             )
-    if since is not None and until is not None and since >= until:
+    start, end = moments["since"], moments["until"]
+    if start is not None and end is not None and start >= end:
         raise InvalidInput("since must be before until", field="until", in_body=False)
     return read.Filters(
         person=person,
         offender=offender,
         codes=codes,
         severities=severities,
-        since=since,
-        until=until,
+        since=start,
+        until=end,
     )
 
 
@@ -219,10 +226,11 @@ Severities = Annotated[
     QueryParameter(name="severity", description="Only these severities: low, medium, high."),
 ]
 Since = Annotated[
-    datetime | None, QueryParameter(description="Only violations that happened at or after this.")
+    str | None,
+    QueryParameter(description="Only violations that happened at or after this (RFC 3339)."),
 ]
 Until = Annotated[
-    datetime | None, QueryParameter(description="Only violations that happened before this.")
+    str | None, QueryParameter(description="Only violations that happened before this (RFC 3339).")
 ]
 
 

@@ -26,16 +26,25 @@ _RFC3339: Final = re.compile(
 _SPACED_OFFSET: Final = re.compile(r" (\d{2}:\d{2})$")
 
 
-def parse_as_of(value: str) -> Cursor | datetime:
-    """A cursor (``c1...``) or an RFC 3339 time with its zone; else 422 naming ``as_of``."""
-    if value.startswith("c1"):
-        return Cursor.decode(value, field=FIELD)
+def rfc3339(value: str) -> datetime | None:
+    """An RFC 3339 time with its zone (a ``+`` turned into a space by a URL forgiven),
+    or None: no bare dates, no numbers taken for timestamps."""
     text = _SPACED_OFFSET.sub(r"+\1", value.strip())
     if _RFC3339.match(text):
         try:
             return datetime.fromisoformat(text.replace("z", "Z"))
         except ValueError:
-            pass
+            return None
+    return None
+
+
+def parse_as_of(value: str) -> Cursor | datetime:
+    """A cursor (``c1...``) or an RFC 3339 time with its zone; else 422 naming ``as_of``."""
+    if value.startswith("c1"):
+        return Cursor.decode(value, field=FIELD)
+    moment = rfc3339(value)
+    if moment is not None:
+        return moment
     raise InvalidInput(
         f"as_of is {value!r}: give a cursor from this ledger (c1...) or an RFC 3339 time with "
         "its zone, e.g. 2025-03-01T09:00:00Z",
