@@ -257,7 +257,7 @@ async def test_forged_cursors_beyond_any_real_value_are_422s(
     ("path", "field", "takes"),
     [
         ("/v1/events?limt=5", "limt", "cursor, limit, person, type"),
-        ("/v1/people/ana/relationships?=0.0", "(a name left empty)", "cursor, limit, sort"),
+        ("/v1/people/ana/relationships?=0.0", "(a name left empty)", "as_of, cursor, limit, sort"),
         ("/v1/events/horizon?" + "x" * 5000 + "=1", "x" * 80, "none"),
     ],
 )

@@ -197,12 +197,15 @@ async def test_cross_tenant_work_keeps_its_login_role_when_the_role_cannot_bypas
     conn = await connect(database_url)
     try:
         await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        assert not await assume_role(conn, role)  # no grants in this database yet
+        await conn.execute(f"GRANT SELECT ON alembic_version TO {role}")
         assert not await assume_role(conn, role, across_tenants=True)
         assert await conn.fetchval("SELECT current_user") == "postgres"
         assert await assume_role(conn, role)
         assert await conn.fetchval("SELECT current_user") == role
         await conn.execute("RESET ROLE")
     finally:
+        await conn.execute(f"DROP OWNED BY {role}")
         await conn.execute(f"DROP ROLE IF EXISTS {role}")
         await conn.close()
 

@@ -29,12 +29,16 @@ WORKER_ROLE: Final = "ledger_worker"
 every tenant's rows."""
 
 # One statement: switch only when the role exists, the login role may use it (a
-# superuser, or a member), and, for cross-tenant work, the role bypasses row-level
-# security; otherwise no row, and the connection stays as it was.
+# superuser, or a member), this database granted it its privileges (migration
+# 0006 ran here: roles are cluster-wide, grants are not), and, for cross-tenant
+# work, the role bypasses row-level security; otherwise no row, and the
+# connection stays as it was.
 _ASSUME_ROLE: Final = """
 SELECT set_config('role', rolname, false)
 FROM pg_roles
 WHERE rolname = $1 AND pg_has_role(current_user, oid, 'MEMBER') AND (rolbypassrls OR NOT $2)
+  AND CASE WHEN to_regclass('public.alembic_version') IS NULL THEN false
+           ELSE has_table_privilege(oid, to_regclass('public.alembic_version'), 'SELECT') END
 """
 
 if TYPE_CHECKING:
