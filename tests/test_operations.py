@@ -111,14 +111,14 @@ async def test_projection_lag_is_reported_per_projection(
 
 
 async def test_other_capabilities_plug_in_their_gauges(quiet: Client) -> None:
-    """How webhooks (built elsewhere) add their backlog and failures."""
+    """How a capability adds gauges of its own (webhooks do: ledger.webhooks.metrics)."""
 
-    async def webhooks(conn: Connection) -> list[Gauge]:
+    async def example(conn: Connection) -> list[Gauge]:
         pending = await conn.fetchval("SELECT 7")
         return [
-            Gauge(name="ledger_webhook_backlog", help="Deliveries waiting", value=pending),
+            Gauge(name="ledger_example_backlog", help="Deliveries waiting", value=pending),
             Gauge(
-                name="ledger_webhook_failures_total",
+                name="ledger_example_failures_total",
                 help="Deliveries failed",
                 value=2,
                 labels={"reason": "timeout"},
@@ -130,18 +130,20 @@ async def test_other_capabilities_plug_in_their_gauges(quiet: Client) -> None:
         await conn.fetchval("SELECT * FROM no_such_table")
         return []
 
-    gauge_source(webhooks)
+    gauge_source(example)
     gauge_source(broken)
     try:
         samples = await scrape(quiet)
     finally:
-        observe_metrics._SOURCES.remove(webhooks)
+        observe_metrics._SOURCES.remove(example)
         observe_metrics._SOURCES.remove(broken)
-    assert samples[("ledger_webhook_backlog", ())] == 7
-    assert samples[("ledger_webhook_failures_total", (("reason", "timeout"),))] == 2
-    assert samples[("ledger_gauge_source_up", (("source", "webhooks"),))] == 1
+    assert samples[("ledger_example_backlog", ())] == 7
+    assert samples[("ledger_example_failures_total", (("reason", "timeout"),))] == 2
+    assert samples[("ledger_gauge_source_up", (("source", "example"),))] == 1
     assert samples[("ledger_gauge_source_up", (("source", "broken"),))] == 0
     assert samples[("ledger_gauge_source_up", (("source", "horizon_age"),))] == 1
+    assert samples[("ledger_gauge_source_up", (("source", "outbox"),))] == 1
+    assert samples[("ledger_webhook_backlog", ())] >= 0
 
 
 async def test_request_ids_are_kept_or_made(quiet: Client, tenant: Tenant) -> None:

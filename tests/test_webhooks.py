@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -249,6 +250,14 @@ async def test_the_last_failed_retry_is_dead_visible_and_replayable(
     assert dead[0]["next_attempt_at"] is None
     assert await deliveries(hooks, tenant, webhook_id, status="pending") == []
     assert receiver.ids() == []
+    scraped = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families((await hooks.get("/metrics")).text)
+        for sample in family.samples
+    }
+    assert scraped["ledger_webhook_dead"] >= 1
+    assert scraped["ledger_webhook_failures_total"] >= MAX_ATTEMPTS
+    assert "ledger_webhook_backlog" in scraped
 
     receiver.fail_with = None
     replayed = await hooks.post(

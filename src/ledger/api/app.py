@@ -38,10 +38,12 @@ from ledger.store.database import APP_ROLE, WORKER_ROLE, create_pool
 from ledger.store.migrate import upgrade
 from ledger.ui import ROUTER as UI_ROUTER
 from ledger.webhooks import dispatcher
+from ledger.webhooks import metrics as webhook_metrics
 from ledger.webhooks.dispatcher import DispatchSettings
 from ledger.webhooks.store import WEBHOOKS_CHANNEL
 
 API_VERSION = "1.0.0"
+WEBHOOK_GAUGES = webhook_metrics.outbox  # imported for its /metrics gauges
 DEFAULT_DISPATCH = DispatchSettings()
 
 
