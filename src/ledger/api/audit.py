@@ -19,7 +19,7 @@ from ledger.api.events import Limit, PageCursor
 from ledger.api.network import consistent
 from ledger.api.state import pool_of
 from ledger.audit.explain import Step, explain
-from ledger.audit.replay import Bound, involving, knows, log_until, of_types
+from ledger.audit.replay import Bound, involving, knows, of_types
 from ledger.audit.verify import Report, verify
 from ledger.audit.whatif import (
     WEIGHTED_TYPES,
@@ -32,6 +32,7 @@ from ledger.errors import InvalidInput, NotFound
 from ledger.events.envelope import split_error
 from ledger.events.vocabulary import PolicyChanged
 from ledger.projections import read
+from ledger.projections.projector import log_until
 from ledger.store.database import Connection
 from ledger.tenants.keys import Principal
 

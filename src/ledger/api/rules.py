@@ -22,13 +22,13 @@ from ledger.api.events import Limit, PageCursor
 from ledger.api.network import consistent, reflecting
 from ledger.api.state import pool_of
 from ledger.audit.asof import rfc3339
-from ledger.audit.replay import Bound, knows, log_until, policies_within
+from ledger.audit.replay import Bound, knows, policies_within
 from ledger.errors import InvalidInput, NotFound
 from ledger.events.envelope import INCOMING_TYPES, EventBatch, prepare, split_error
 from ledger.events.vocabulary import PolicyChanged
 from ledger.policy import DEFAULT_POLICY, Policy
 from ledger.projections.core import PolicyTimeline
-from ledger.projections.projector import to_projected
+from ledger.projections.projector import log_until, to_projected
 from ledger.rules import read
 from ledger.rules.catalogue import RULES, SEVERITIES, Violation
 from ledger.rules.feed import item_of
@@ -263,15 +263,7 @@ async def list_violations(
         since=since,
         until=until,
     )
-    after = read.START if cursor is None else read.decode_cursor(cursor)
-    if as_of is not None:
-        page, bound = await _judged_as_of(request, principal, as_of, filters, after, limit)
-        return as_of_answer(page, bound)
-    async with consistent(request, principal.tenant_id, VIOLATIONS) as (conn, snap):
-        page = await read.violations(
-            conn, principal.tenant_id, snap.generation, filters, after, limit
-        )
-    return reflecting(page, snap)
+    return await _violations(request, principal, filters, cursor, limit, as_of)
 
 
 @get(
@@ -294,6 +286,21 @@ async def list_person_violations(
     filters = _filters(
         person=person, offender=None, codes=codes, severities=severities, since=since, until=until
     )
+    return await _violations(request, principal, filters, cursor, limit, as_of, person=person)
+
+
+async def _violations(
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    filters: read.Filters,
+    cursor: str | None,
+    limit: int,
+    as_of: str | None,
+    *,
+    person: str | None = None,
+) -> Response[read.ViolationPage]:
+    """One page of violations, live or ``as_of``; with ``person`` (the person route)
+    an empty first page for someone the log never mentions is a 404."""
     after = read.START if cursor is None else read.decode_cursor(cursor)
     if as_of is not None:
         page, bound = await _judged_as_of(
@@ -305,7 +312,8 @@ async def list_person_violations(
             conn, principal.tenant_id, snap.generation, filters, after, limit
         )
         if (
-            not page.items
+            person is not None
+            and not page.items
             and cursor is None
             and not await conn.fetchval(_PERSON_SEEN, principal.tenant_id, person)
         ):

@@ -26,7 +26,7 @@ and run the rules over them with the same ``policies``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -35,7 +35,7 @@ import msgspec
 from ledger.audit.asof import FIELD
 from ledger.errors import InvalidInput, Unavailable
 from ledger.projections.core import Fold, PolicyTimeline, ProjectedEvent
-from ledger.projections.projector import events_after, to_projected
+from ledger.projections.projector import to_projected
 from ledger.store.cursor import START, Cursor
 from ledger.store.database import Connection
 from ledger.store.read import ENVELOPE_COLUMNS, VISIBLE, Envelope, envelope_of
@@ -139,23 +139,6 @@ async def of_types(conn: Connection, tenant_id: int, types: Iterable[str], bound
     rows = await conn.fetch(_OF_TYPES, *_args(tenant_id, bound), sorted(set(types)))
     events = [to_projected(row) for row in rows]
     return Replay(events, await policies_within(conn, tenant_id, bound), bound)
-
-
-async def log_until(
-    conn: Connection, tenant_id: int, until: Cursor, *, batch_size: int = 5000
-) -> AsyncIterator[list[ProjectedEvent]]:
-    """The whole log up to ``until``, in batches, read as the projector reads it."""
-    cursor = START
-    while cursor < until:
-        events = [
-            e
-            for e in await events_after(conn, tenant_id, cursor, batch_size)
-            if Cursor(e.tx_id, e.position) <= until
-        ]
-        if not events:
-            return
-        yield events
-        cursor = Cursor(events[-1].tx_id, events[-1].position)
 
 
 _AT_CURSOR: Final = f"""

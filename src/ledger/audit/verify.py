@@ -29,10 +29,9 @@ from typing import Any, Final
 import msgspec
 
 from ledger.audit.compare import Difference, compare_rows, pair_row
-from ledger.audit.replay import log_until
 from ledger.projections import read
 from ledger.projections.core import Fold, Parties, ProjectedEvent
-from ledger.projections.projector import PROJECTION, pair_of
+from ledger.projections.projector import PROJECTION, log_until, pair_of
 from ledger.rules.catalogue import Violation
 from ledger.rules.projection import VIOLATIONS
 from ledger.rules.replay import Judging, parties_in

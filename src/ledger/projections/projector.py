@@ -174,6 +174,24 @@ async def events_after(
     return [to_projected(row) for row in rows]
 
 
+async def log_until(
+    conn: Connection, tenant_id: int, until: Cursor, *, batch_size: int = 5000
+) -> AsyncIterator[list[ProjectedEvent]]:
+    """The log from its start up to ``until``, in batches, as the projector reads it
+    (rebuilds, verify and replays stream it this way, never all at once)."""
+    cursor = Cursor(0, 0)
+    while cursor < until:
+        events = [
+            e
+            for e in await events_after(conn, tenant_id, cursor, batch_size)
+            if Cursor(e.tx_id, e.position) <= until
+        ]
+        if not events:
+            return
+        yield events
+        cursor = Cursor(events[-1].tx_id, events[-1].position)
+
+
 async def policies_until(conn: Connection, tenant_id: int, until: Cursor) -> PolicyTimeline:
     rows = await conn.fetch(_POLICY_EVENTS, tenant_id, str(until.tx_id), until.position)
     return PolicyTimeline(to_projected(row) for row in rows)
@@ -448,20 +466,11 @@ async def refold(
     """
     await NETWORK.drop(conn, tenant_id, generation)
     fold = Fold(await policies_until(conn, tenant_id, until))
-    cursor = Cursor(0, 0)
     folded = 0
-    while cursor < until:
-        events = [
-            e
-            for e in await events_after(conn, tenant_id, cursor, batch_size)
-            if Cursor(e.tx_id, e.position) <= until
-        ]
-        if not events:
-            break
+    async for events in log_until(conn, tenant_id, until, batch_size=batch_size):
         fold.apply_all(events)
         await write(conn, tenant_id, generation, fold, {}, empty=True)
         folded += len(events)
-        cursor = Cursor(events[-1].tx_id, events[-1].position)
         if progress is not None:
             progress(len(events))
     await write(conn, tenant_id, generation, fold, fold.pairs, empty=True)

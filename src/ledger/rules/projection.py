@@ -32,7 +32,7 @@ from ledger.events.vocabulary import PolicyChanged
 from ledger.projections.core import Parties, PolicyTimeline, ProjectedEvent, parties_set_by
 from ledger.projections.projector import (
     Projection,
-    events_after,
+    log_until,
     policies_until,
     to_projected,
 )
@@ -361,14 +361,8 @@ async def refold(
     await VIOLATIONS.drop(conn, tenant_id, generation)
     policies = await policies_until(conn, tenant_id, until)
     parties: dict[str, Parties] = {}
-    cursor = Cursor(0, 0)
-    while events := [
-        e
-        for e in await events_after(conn, tenant_id, cursor, batch_size)
-        if Cursor(e.tx_id, e.position) <= until
-    ]:
+    async for events in log_until(conn, tenant_id, until, batch_size=batch_size):
         parties_in((e for e in events if parties_set_by(e.data) is not None), parties)
-        cursor = Cursor(events[-1].tx_id, events[-1].position)
     judging = Judging(policies, parties)
     folded = 0
     after: tuple[Any, int] = (_DAWN, 0)
