@@ -245,6 +245,8 @@ async def _insert_violations(
 ) -> None:
     if not found:
         return
+    # unnest cannot take ragged arrays (affected, evidence): they travel joined,
+    # by a unit separator and by commas, and are split back in the statement.
     rows = [
         (
             v.id,
