@@ -271,14 +271,21 @@ async def projections(sizes: Sizes, url: str) -> dict[str, float]:
     scanned, scan_s = await rebuild_bench.scan(url, tenant_id)
     progress("rebuild (fold, write, catch up, swap)")
     folded, rebuild_s = await rebuild_bench.rebuild_once(url, tenant_id)
-    progress("balance and timeline reads")
+    progress("violations rebuild (judge in valid-time order, write, catch up, swap)")
+    judged, judge_s = await rebuild_bench.rebuild_once(url, tenant_id, "violations")
+    progress("balance, relationship, timeline and violations reads")
     reads = await rebuild_bench.read_latencies(url, key, sizes.rebuild_people, 300)
     scan_eps, rebuild_eps = scanned / scan_s, folded / rebuild_s
+    violations_eps = judged / judge_s
     print(f"\nprojections at {n:,} events ({sizes.rebuild_people:,} people):")
     print(f"  raw scan of the log      {scan_eps:>12,.0f} events/s")
     share = rebuild_eps / scan_eps
     print(f"  rebuild                  {rebuild_eps:>12,.0f} events/s   ratio {share:.3f}")
-    for what in ("balance", "timeline"):
+    print(
+        f"  violations rebuild       {violations_eps:>12,.0f} events/s   "
+        f"ratio {violations_eps / scan_eps:.3f}"
+    )
+    for what in ("balance", "relationship", "timeline", "violations"):
         print(
             f"  {what + ' read':<24} p50 {reads[what + '_p50_ms']:>7.2f} ms   "
             f"p99 {reads[what + '_p99_ms']:>7.2f} ms"
@@ -288,6 +295,8 @@ async def projections(sizes: Sizes, url: str) -> dict[str, float]:
         "rebuild_eps": round(rebuild_eps, 1),
         "scan_eps": round(scan_eps, 1),
         "rebuild_ratio": round(rebuild_eps / scan_eps, 3),
+        "violations_rebuild_eps": round(violations_eps, 1),
+        "violations_rebuild_ratio": round(violations_eps / scan_eps, 3),
         **{f"{name.replace('_ms', '')}_ms_{label}": round(v, 3) for name, v in reads.items()},
     }
 

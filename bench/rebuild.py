@@ -26,6 +26,7 @@ from litestar.testing import AsyncTestClient
 
 from ledger.api.app import create_app
 from ledger.projections.projector import EVENTS_AFTER, rebuild
+from ledger.projections.registry import PROJECTIONS
 from ledger.scenario import Scenario
 from ledger.store.database import connect
 from ledger.tenants.keys import create_key
@@ -88,11 +89,11 @@ async def scan(url: str, tenant_id: int, batch: int = 5000) -> tuple[int, float]
         await conn.close()
 
 
-async def rebuild_once(url: str, tenant_id: int) -> tuple[int, float]:
+async def rebuild_once(url: str, tenant_id: int, projection: str = "network") -> tuple[int, float]:
     conn = await connect(url)
     try:
         started = time.perf_counter()
-        folded = await rebuild(conn, tenant_id)
+        folded = await rebuild(conn, tenant_id, projection=PROJECTIONS[projection])
         return folded, time.perf_counter() - started
     finally:
         await conn.close()
@@ -104,7 +105,8 @@ def percentile(samples: list[float], share: float) -> float:
 
 
 async def read_latencies(url: str, key: str, people: int, reads: int) -> dict[str, float]:
-    """p50/p99 (ms) of balance and timeline reads for people drawn by activity."""
+    """p50/p99 (ms) of balance, relationship, timeline and violations reads for
+    people drawn by activity (a relationship: two of them in turn)."""
     rng = random.Random(3)
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(people)]
     chosen = rng.choices([f"u{n}" for n in range(people)], weights, k=reads)
@@ -115,12 +117,16 @@ async def read_latencies(url: str, key: str, people: int, reads: int) -> dict[st
     async with AsyncTestClient(app=app) as client:
         for name, path in (
             ("balance", "/v1/people/{}/balances"),
+            ("relationship", "/v1/relationships/{}/{}"),
             ("timeline", "/v1/people/{}/timeline"),
+            ("violations", "/v1/people/{}/violations"),
         ):
             timings: list[float] = []
-            for person in chosen:
+            for person, other in zip(chosen, [*chosen[1:], chosen[0]], strict=True):
+                if person == other:
+                    continue
                 started = time.perf_counter()
-                response = await client.get(path.format(person), headers=headers)
+                response = await client.get(path.format(person, other), headers=headers)
                 timings.append((time.perf_counter() - started) * 1000)
                 assert response.status_code in (200, 404), response.text
             results[f"{name}_p50_ms"] = statistics.median(timings)
