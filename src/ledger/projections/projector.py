@@ -642,7 +642,8 @@ async def rebuild(
        (no long transaction: that would hold back the commit horizon for everyone);
     2. catch the new generation up with what was appended meanwhile;
     3. under the tenant's projector lock, apply the last events and switch reads
-       to g+1 in one transaction; then drop generation g.
+       to g+1 in one transaction; then drop generation g and refresh the
+       tables' statistics.
 
     ``progress(done, total)`` is called after each batch. Returns events folded.
     """
@@ -695,6 +696,12 @@ async def rebuild(
             worker_name(),
         )
     await projection.drop(conn, tenant_id, current)
+    # A generation written in bulk leaves the planner's statistics far behind
+    # (it took a million violations for a handful and read them all for one
+    # person's list): refresh them now rather than when autovacuum gets to it.
+    # (PostgreSQL skips it with a warning where the role does not own the tables.)
+    for table in projection.tables:
+        await conn.execute(f"ANALYZE {table}")
     return done
 
 
