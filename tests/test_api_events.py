@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -26,6 +28,19 @@ async def count_events(pool: Pool, tenant: Tenant) -> int:
     return n
 
 
+async def readable(client: Client, tenant: Tenant, count: int) -> None:
+    """Until the log shows ``count`` events: the commit horizon holds committed events
+    back while any transaction on the server is still open (a projector's, a test's
+    in another database), so a read right after an append may not see it yet."""
+    deadline = time.monotonic() + 30
+    while True:
+        page = await client.get("/v1/events", params={"limit": 1000}, headers=tenant.headers)
+        if len(page.json()["items"]) >= count:
+            return
+        assert time.monotonic() < deadline, "the appended events never became readable"
+        await asyncio.sleep(0.02)
+
+
 def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -45,6 +60,7 @@ async def test_every_event_type_is_appended_and_read_back_three_ways(
     events = story()
     response = await post(client, tenant, events)
     assert response.status_code == 201, response.text
+    await readable(client, tenant, len(events))
     body = response.json()
     appended = body["events"]
     assert [a["id"] for a in appended] == [e["id"] for e in events]
@@ -513,6 +529,7 @@ async def test_a_tenant_never_sees_another_tenants_events(
 async def test_log_pagination_filters_and_cursors(client: Client, tenant: Tenant) -> None:
     events = story()
     await post(client, tenant, events)
+    await readable(client, tenant, len(events))
     seen: list[str] = []
     cursor = None
     while True:
@@ -607,7 +624,9 @@ async def test_horizon_reports_the_readable_head(client: Client, tenant: Tenant)
     empty = (await client.get("/v1/events/horizon", headers=tenant.headers)).json()
     assert empty["cursor"] is None
     assert empty["pending_events"] == 0
-    cursor = (await post(client, tenant, story())).json()["cursor"]
+    events = story()
+    cursor = (await post(client, tenant, events)).json()["cursor"]
+    await readable(client, tenant, len(events))
     after = (await client.get("/v1/events/horizon", headers=tenant.headers)).json()
     assert after["cursor"] == cursor
     assert after["pending_events"] == 0

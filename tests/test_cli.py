@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,17 @@ def env_with(**values: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     env.update({k: v for k, v in values.items() if v is not None})
     return env
+
+
+def readable_log(base: str, headers: dict[str, str], count: int) -> Any:
+    """The log once it shows ``count`` events (the commit horizon may hold a fresh
+    append back while other transactions on the server are open)."""
+    for _ in range(1500):
+        listed = httpx.get(f"{base}/v1/events", headers=headers).json()
+        if len(listed["items"]) >= count:
+            return listed
+        time.sleep(0.02)
+    raise AssertionError("the appended events never became readable")
 
 
 def free_port() -> int:
@@ -119,7 +131,7 @@ def test_serve_on_a_database_url_appends_and_reads(database_url: str) -> None:
         one = event("message.sent", {"from": "a", "to": "b", "kind": "reply"})
         posted = httpx.post(f"{base}/v1/events", json={"events": [one]}, headers=headers)
         assert posted.status_code == 201, posted.text
-        listed = httpx.get(f"{base}/v1/events", headers=headers).json()
+        listed = readable_log(base, headers, 1)
         assert [item["id"] for item in listed["items"]] == [one["id"]]
 
 
@@ -135,5 +147,5 @@ def test_embedded_default_keeps_its_data_and_is_shared_with_the_cli(tmp_path: Pa
         assert posted.status_code == 201, posted.text
     assert (tmp_path / "data" / "pgdata" / "PG_VERSION").exists()
     with serving(env) as base:
-        listed = httpx.get(f"{base}/v1/events", headers=headers).json()
+        listed = readable_log(base, headers, 1)
         assert [item["id"] for item in listed["items"]] == [one["id"]]
