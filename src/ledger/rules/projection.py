@@ -39,7 +39,7 @@ from ledger.projections.projector import (
 from ledger.rules.catalogue import Violation, judge
 from ledger.rules.feed import announce, item_of
 from ledger.rules.history import Fact, History, facts_of
-from ledger.rules.read import ViolationItem
+from ledger.rules.read import item_of_row
 from ledger.rules.replay import Judging, parties_in
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection
@@ -277,7 +277,7 @@ async def advance(
         )
         if live:
             rows = await conn.fetch(_ROWS_EXCEPT, tenant_id, generation, before)
-            await announce(conn, tenant_id, [_item_of_row(row) for row in rows])
+            await announce(conn, tenant_id, [item_of_row(row) for row in rows])
         return folded
     parties = await _parties_for(conn, tenant_id, events)
     new_facts = [fact for event in events for fact in facts_of(event, parties)]
@@ -321,19 +321,6 @@ async def advance(
     if live:
         await announce(conn, tenant_id, [item_of(v) for v in found if v.id not in gone])
     return None
-
-
-def _item_of_row(row: Any) -> ViolationItem:
-    return ViolationItem(
-        id=row["id"],
-        code=row["code"],
-        severity=row["severity"],
-        offender=row["offender"],
-        affected=list(row["affected"]),
-        evidence=list(row["evidence"]),
-        occurred_at=row["occurred_at"],
-        explanation=row["explanation"],
-    )
 
 
 def _judge_along(

@@ -27,6 +27,20 @@ class ViolationItem(msgspec.Struct, frozen=True):
     explanation: str
 
 
+def item_of_row(row: Any) -> ViolationItem:
+    """A stored violation row as clients read it."""
+    return ViolationItem(
+        id=row["id"],
+        code=row["code"],
+        severity=row["severity"],
+        offender=row["offender"],
+        affected=list(row["affected"]),
+        evidence=list(row["evidence"]),
+        occurred_at=row["occurred_at"],
+        explanation=row["explanation"],
+    )
+
+
 class ViolationPage(msgspec.Struct, frozen=True):
     items: list[ViolationItem]
     next_cursor: str | None
@@ -133,19 +147,7 @@ async def violations(
         *after,
         limit,
     )
-    items = [
-        ViolationItem(
-            id=row["id"],
-            code=row["code"],
-            severity=row["severity"],
-            offender=row["offender"],
-            affected=list(row["affected"]),
-            evidence=list(row["evidence"]),
-            occurred_at=row["occurred_at"],
-            explanation=row["explanation"],
-        )
-        for row in rows
-    ]
+    items = [item_of_row(row) for row in rows]
     following = None
     if len(rows) == limit:
         last = rows[-1]
