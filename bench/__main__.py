@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 from time import perf_counter
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
+from bench import http
 from bench import rebuild as rebuild_bench
 from bench.workloads import (
     CREATE_SCRATCH,
@@ -61,7 +63,9 @@ RESULTS: Final = Path(__file__).resolve().parent / "results.json"
 LOOPBACK: Final = "127.0.0.1"
 TENANT: Final = "bench"
 CONCURRENCY: Final = 16
-BATCH_SIZE: Final = 1000
+PARTS: Final = ("append", "projections")
+LEVELS: Final = (1, 16, 64)
+BATCH_SIZES: Final = (100, 1000)
 BATCH_STREAMS: Final = 100
 WARMUP_PER_WORKER: Final = 8
 CONNECT_TIMEOUT_S: Final = 5.0
@@ -74,7 +78,8 @@ MIN_CPU_WINDOW_S: Final = 1.0
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each benchmark does; ``singles`` is split over rounds and workers."""
+    """How much each benchmark does; ``singles`` (events per concurrency level)
+    is split over rounds and clients, a lone client doing an eighth of it."""
 
     singles: int
     rounds: int
@@ -82,27 +87,33 @@ class Sizes:
     rebuild_events: int
     rebuild_people: int
     rebuild_label: str
+    small_events: int
+    small_label: str
 
-    @property
-    def per_worker(self) -> int:
-        return max(1, self.singles // (self.rounds * CONCURRENCY))
+    def per_worker(self, clients: int) -> int:
+        events = self.singles if clients > 1 else self.singles // 8
+        return max(1, events // (self.rounds * clients))
 
 
 QUICK: Final = Sizes(
     singles=2048,
     rounds=2,
-    batches=5,
+    batches=4,
     rebuild_events=20_000,
     rebuild_people=2_000,
     rebuild_label="20k",
+    small_events=2_000,
+    small_label="2k",
 )
 FULL: Final = Sizes(
-    singles=20480,
+    singles=16384,
     rounds=4,
     batches=20,
     rebuild_events=1_000_000,
     rebuild_people=20_000,
     rebuild_label="1m",
+    small_events=100_000,
+    small_label="100k",
 )
 
 
@@ -112,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts (well under 2 min)")
+    parser.add_argument(
+        "--only",
+        choices=PARTS,
+        help="run one part: the append paths, or the projections (rebuild, lag, reads)",
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     began = perf_counter()
@@ -122,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         run, loop = uvloop.run, f"uvloop {version('uvloop')}"
     try:
-        results = run(bench(sizes, loop=loop))
+        results = run(bench(sizes, loop=loop, parts=(args.only,) if args.only else PARTS))
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -141,7 +157,7 @@ def progress(message: str) -> None:
 # -- the run --------------------------------------------------------------------
 
 
-async def bench(sizes: Sizes, *, loop: str) -> dict[str, float]:
+async def bench(sizes: Sizes, *, loop: str, parts: Sequence[str]) -> dict[str, float]:
     server_url, source = await find_server()
     name = f"ledger_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(server_url, timeout=CONNECT_TIMEOUT_S)
@@ -161,15 +177,18 @@ async def bench(sizes: Sizes, *, loop: str) -> dict[str, float]:
         progress("migrating the scratch database")
         await asyncio.to_thread(upgrade, url)
         key = await create_api_key(url)
-        pool = await create_pool(url, size=CONCURRENCY)
+        pool = await create_pool(url, size=max(LEVELS))
         try:
             async with pool.acquire() as conn:
                 tenant_id = await ensure_tenant(conn, TENANT)
                 await conn.execute(CREATE_SCRATCH)
-            results = await measure(sizes, url, name, pool, tenant_id, key)
+            results = (
+                await measure(sizes, url, name, pool, tenant_id, key) if "append" in parts else {}
+            )
         finally:
             await pool.close()
-        results.update(await projections(sizes, url))
+        if "projections" in parts:
+            results.update(await projections(sizes, url))
         return results
     finally:
         await drop_database(server_url, name)
@@ -178,87 +197,106 @@ async def bench(sizes: Sizes, *, loop: str) -> dict[str, float]:
 async def measure(
     sizes: Sizes, url: str, database: str, pool: Pool, tenant_id: int, key: str
 ) -> dict[str, float]:
-    per_worker = sizes.per_worker
     watch = Watch(database)
-    raw_versions: dict[str, int] = {}
-    copy_versions: dict[str, int] = {}
+    versions: dict[str, int] = {}
 
     async def store_singles(prefix: str, count: int, first: int) -> Run:
         shards = single_bodies(prefix, CONCURRENCY, count, first)
         return await drive(shards, pool.acquire, store_append(tenant_id), watch=watch)
 
-    async def raw_singles(count: int) -> Run:
-        shards = single_rows(tenant_id, "raw", CONCURRENCY, count, raw_versions)
+    async def raw_singles(clients: int, count: int) -> Run:
+        shards = single_rows(tenant_id, f"raw-c{clients}", clients, count, versions)
         return await drive(shards, pool.acquire, raw_insert, watch=watch)
 
-    async def store_batch(first: int) -> Run:
-        shards = [[batch_body("batch", BATCH_SIZE, BATCH_STREAMS, first)]]
-        return await drive(shards, pool.acquire, store_append(tenant_id), BATCH_SIZE, watch)
-
-    async def copy_batch(first: int) -> Run:
-        payload = batch_body("batch", BATCH_SIZE, BATCH_STREAMS, first)
-        shards = [[rows_of(tenant_id, payload, copy_versions)]]
-        return await drive(shards, pool.acquire, copy_rows, BATCH_SIZE, watch)
+    async def copy_batches(size: int, count: int) -> Run:
+        shards = [
+            [
+                rows_of(
+                    tenant_id, batch_body(f"copy{size}", size, BATCH_STREAMS, b * size), versions
+                )
+                for b in range(count)
+            ]
+        ]
+        return await drive(shards, pool.acquire, copy_rows, size, watch)
 
     progress("warming up")
     await store_singles("warm", WARMUP_PER_WORKER, 0)
-    await raw_singles(WARMUP_PER_WORKER)
-
+    await raw_singles(CONCURRENCY, WARMUP_PER_WORKER)
     store, raw = await paired(
-        "store append vs raw INSERT",
+        f"store append vs raw INSERT, c{CONCURRENCY}",
         sizes.rounds,
-        lambda r: raw_singles(per_worker),
-        lambda r: store_singles("store", per_worker, r * per_worker),
+        lambda r: raw_singles(CONCURRENCY, sizes.per_worker(CONCURRENCY)),
+        lambda r: store_singles("store", sizes.per_worker(CONCURRENCY), r * sizes.singles),
     )
-
-    await store_batch(0)
-    await copy_batch(0)
-    batch, copy = await paired(
-        "store batch vs COPY",
-        sizes.batches,
-        lambda b: copy_batch((b + 1) * BATCH_SIZE),
-        lambda b: store_batch((b + 1) * BATCH_SIZE),
-    )
-
-    async with Serving(url) as server, http_client(server.base_url, key) as client:
-
-        async def http_singles(prefix: str, count: int, first: int) -> Run:
-            shards = single_bodies(prefix, CONCURRENCY, count, first)
-            return await drive(
-                shards, lambda: nullcontext(client), http_append, watch=Watch(database, server.pid)
-            )
-
-        await http_singles("warm-http", WARMUP_PER_WORKER, 0)
-        http, http_raw = await paired(
-            "HTTP append vs raw INSERT",
-            sizes.rounds,
-            lambda r: raw_singles(per_worker),
-            lambda r: http_singles("http", per_worker, r * per_worker),
-        )
-
     results = {
         "nproc": float(len(os.sched_getaffinity(0))),
-        "concurrency": float(CONCURRENCY),
-        "append_events": float(store.events),
-        "batch_size": float(BATCH_SIZE),
-        "batch_count": float(sizes.batches),
-        **figures("append_store_c16", store),
-        **figures("append_raw_c16", raw),
-        "append_store_c16_ratio": ratio(store, raw),
-        **figures("append_http_c16", http),
-        **figures("append_http_raw_c16", http_raw),
-        "append_http_c16_ratio": ratio(http, http_raw),
-        **figures("batch_store_1000", batch),
-        **figures("batch_copy", copy),
-        "batch_ratio": ratio(batch, copy),
+        **figures(f"append_store_c{CONCURRENCY}", store),
+        **figures(f"append_store_raw_c{CONCURRENCY}", raw),
+        f"append_store_c{CONCURRENCY}_ratio": ratio(store, raw),
     }
-    print_table(
-        [
-            (f"store append, 1 event/call, c{CONCURRENCY}", store, "raw INSERT", raw),
-            (f"HTTP append, 1 event/request, c{CONCURRENCY}", http, "raw INSERT", http_raw),
-            (f"store append, {BATCH_SIZE} events/call", batch, f"COPY {BATCH_SIZE} rows", copy),
-        ]
-    )
+    rows = [(f"store append, 1 event/call, c{CONCURRENCY}", store, "raw INSERT", raw)]
+
+    async with Serving(url, key) as server:
+        server_watch = Watch(database, server.pid)
+
+        async def http_singles(clients: int, count: int, first: int) -> Run:
+            shards = single_bodies(f"http-c{clients}", clients, count, first)
+            return await drive(shards, server.connect, http_append, watch=server_watch)
+
+        async def http_batches(size: int, count: int, first: int) -> Run:
+            shards = [
+                [
+                    batch_body(f"http{size}", size, BATCH_STREAMS, first + b * size)
+                    for b in range(count)
+                ]
+            ]
+            return await drive(shards, server.connect, http_append, size, server_watch)
+
+        async def raw_round(clients: int, r: int) -> Run:
+            return await raw_singles(clients, sizes.per_worker(clients))
+
+        async def http_round(clients: int, r: int) -> Run:
+            count = sizes.per_worker(clients)
+            return await http_singles(clients, count, WARMUP_PER_WORKER + r * count)
+
+        def batches_per_round(size: int) -> int:
+            return sizes.batches * (BATCH_SIZES[-1] // size) // sizes.rounds
+
+        async def copy_round(size: int, r: int) -> Run:
+            return await copy_batches(size, batches_per_round(size))
+
+        async def batch_round(size: int, r: int) -> Run:
+            count = batches_per_round(size)
+            return await http_batches(size, count, r * count * size)
+
+        await http_singles(CONCURRENCY, WARMUP_PER_WORKER, 0)
+        for clients in LEVELS:
+            http, base = await paired(
+                f"HTTP append vs raw INSERT, c{clients}",
+                sizes.rounds,
+                partial(raw_round, clients),
+                partial(http_round, clients),
+            )
+            results.update(figures(f"append_http_c{clients}", http))
+            results.update(figures(f"append_raw_c{clients}", base))
+            results[f"append_http_c{clients}_ratio"] = ratio(http, base)
+            rows.append((f"HTTP append, 1 event/request, c{clients}", http, "raw INSERT", base))
+        for size in BATCH_SIZES:
+            batch, copy = await paired(
+                f"HTTP batches of {size} vs COPY",
+                sizes.rounds,
+                partial(copy_round, size),
+                partial(batch_round, size),
+            )
+            results.update(figures(f"batch_http_{size}", batch))
+            results.update(figures(f"batch_copy_{size}", copy))
+            results[f"batch_{size}_ratio"] = ratio(batch, copy)
+            rows.append((f"HTTP append, {size} events/request", batch, f"COPY {size} rows", copy))
+        results["server_rss_mb_load"] = server.peak_rss_mb()
+    # The names issue 5 reads: the figures at 64 clients and batches of 1,000.
+    results["batch_copy_eps"] = results[f"batch_copy_{BATCH_SIZES[-1]}_eps"]
+    results["batch_ratio"] = results[f"batch_{BATCH_SIZES[-1]}_ratio"]
+    print_table(rows)
     return results
 
 
@@ -360,7 +398,7 @@ def print_table(rows: list[tuple[str, Run, str, Run]]) -> None:
         )
     print(
         "ratio = ledger events/s / baseline events/s; latencies are per call "
-        f"(per request; per batch of {BATCH_SIZE} for the last row)"
+        "(per request or per batch)"
     )
     print()
     print(f"{'cores busy while timed':<36}" + "".join(f" {part:>8}" for part in CPU_PARTS))
@@ -440,7 +478,6 @@ def ledger_env(url: str) -> dict[str, str]:
     return {
         **os.environ,
         "LEDGER_DATABASE_URL": url,
-        "LEDGER_DB_POOL_SIZE": str(CONCURRENCY),
         "LEDGER_RATE_LIMIT_PER_SECOND": "0",
     }
 
@@ -461,6 +498,18 @@ async def create_api_key(url: str) -> str:
     return lines[-1].strip()
 
 
+def peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident set (``VmHWM`` in /proc), in MiB; 0 if unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
@@ -475,8 +524,9 @@ def log_file() -> IO[bytes]:
 class Serving:
     """``ledger serve`` on a free loopback port, up until /health answers 200."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key: str) -> None:
         self.url = url
+        self.key = key
         self.port = free_port()
         self.base_url = f"http://{LOOPBACK}:{self.port}"
         self.log = log_file()
@@ -486,6 +536,14 @@ class Serving:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def connect(self) -> AbstractAsyncContextManager[http.Connection]:
+        """A keep-alive connection with the bench's key (one per load worker)."""
+        return http.connection(LOOPBACK, self.port, self.key)
+
+    def peak_rss_mb(self) -> float:
+        """The server process's peak resident set so far (VmHWM), in MiB."""
+        return peak_rss_mb(self.pid)
 
     async def __aenter__(self) -> Serving:
         progress(f"starting `ledger serve` on {self.base_url}")
@@ -533,16 +591,6 @@ class Serving:
     def _log_tail(self) -> str:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")[-3000:]
-
-
-def http_client(base_url: str, key: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=base_url,
-        headers={"authorization": f"Bearer {key}"},
-        limits=httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY),
-        timeout=30.0,
-        trust_env=False,  # loopback only, whatever proxy the environment names
-    )
 
 
 # -- the header -----------------------------------------------------------------

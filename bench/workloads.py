@@ -27,9 +27,9 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Final, TypeVar
 
-import httpx
 import msgspec
 
+from bench import http
 from ledger.events.envelope import decode_batch, prepare
 from ledger.store.append import append
 from ledger.store.database import Connection
@@ -289,12 +289,10 @@ async def copy_rows(conn: Connection, rows: list[Row]) -> None:
     await conn.copy_records_to_table(SCRATCH_TABLE, records=rows, columns=COLUMNS)
 
 
-async def http_append(client: httpx.AsyncClient, payload: bytes) -> None:
-    response = await client.post(
-        "/v1/events", content=payload, headers={"content-type": "application/json"}
-    )
-    if response.status_code != 201:
-        raise BenchError(f"POST /v1/events answered {response.status_code}: {response.text}")
+async def http_append(conn: http.Connection, payload: bytes) -> None:
+    status, answer = await conn.post("/v1/events", payload)
+    if status != 201:
+        raise BenchError(f"POST /v1/events answered {status}: {answer.decode(errors='replace')}")
 
 
 # -- driving --------------------------------------------------------------------

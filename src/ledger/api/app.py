@@ -27,6 +27,7 @@ from ledger.api.openapi import build_document
 from ledger.api.operations import ROUTES as OPERATION_ROUTES
 from ledger.api.operations import observe
 from ledger.api.rules import ROUTES as RULE_ROUTES
+from ledger.api.state import Bindings, TenantPool
 from ledger.api.webhooks import ROUTES as WEBHOOK_ROUTES
 from ledger.errors import LedgerError
 from ledger.feeds.wakeups import listening
@@ -35,6 +36,7 @@ from ledger.ratelimit import RateLimiter
 from ledger.rules.feed import CHANNEL as VIOLATIONS_CHANNEL
 from ledger.store.append import NOTIFY_CHANNEL
 from ledger.store.database import APP_ROLE, WORKER_ROLE, create_pool
+from ledger.store.group import GroupCommit
 from ledger.store.migrate import upgrade
 from ledger.ui import ROUTER as UI_ROUTER
 from ledger.webhooks import dispatcher
@@ -82,7 +84,17 @@ def create_app(
         # LISTEN, the webhook dispatcher, metrics and readiness) uses a worker pool
         # of its own, large enough that they never wait for each other.
         background = 3 + (2 if run_projector else 0) + (1 if webhooks is not None else 0)
-        app.state.tenant_pool = await create_pool(database_url, size=pool_size, role=APP_ROLE)
+        app.state.bindings = bindings = Bindings()
+        app.state.tenant_pool = tenant_pool = await create_pool(
+            database_url,
+            size=pool_size,
+            role=APP_ROLE,
+            on_connect=bindings.on_connect,
+            keep_session=True,
+        )
+        app.state.appends = GroupCommit(
+            lambda tenant_id: TenantPool(tenant_pool, tenant_id, bindings).acquire()
+        )
         app.state.pool = await create_pool(database_url, size=background, role=WORKER_ROLE)
         app.state.min_cursor_wait = min_cursor_wait
         app.state.feed_settings = feed or FeedSettings()

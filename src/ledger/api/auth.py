@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request
 
-from ledger.api.state import pool_of
+from ledger.api.state import keyring_of
 from ledger.errors import Forbidden, RateLimited, Unauthorized
 from ledger.ratelimit import RateLimiter, retry_after_seconds
 from ledger.tenants.keys import Principal, authenticate
@@ -23,7 +23,7 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
             field="Authorization",
             in_body=False,
         )
-    async with pool_of(request).acquire() as conn:
+    async with keyring_of(request).acquire() as conn:
         found = await authenticate(conn, key.strip())
     if found is None:
         raise Unauthorized(

@@ -9,12 +9,12 @@ from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
-from ledger.api.state import pool_of
+from ledger.api.state import appends_of, pool_of
 from ledger.errors import InvalidInput, LedgerError, NotFound, UnsupportedMediaType
 from ledger.events import cloudevents
 from ledger.events.envelope import decode_batch, prepare
 from ledger.events.vocabulary import EVENT_TYPES
-from ledger.store.append import AppendResult, append
+from ledger.store.append import AppendResult
 from ledger.store.cursor import Cursor, decode_version_cursor
 from ledger.store.read import (
     Envelope,
@@ -74,8 +74,7 @@ async def append_events(
             in_body=False,
         )
     events = prepare(decode_batch(await request.body()))
-    async with pool_of(request).acquire() as conn:
-        result, created = await append(conn, principal.tenant_id, events)
+    result, created = await appends_of(request).append(principal.tenant_id, events)
     return Response(result, status_code=201 if created else 200)
 
 
@@ -86,8 +85,7 @@ async def _append_cloudevents(
     batch = content_type == cloudevents.BATCH
     try:
         events = prepare(cloudevents.decode_cloudevents(await request.body(), content_type))
-        async with pool_of(request).acquire() as conn:
-            result, created = await append(conn, principal.tenant_id, events)
+        result, created = await appends_of(request).append(principal.tenant_id, events)
     except LedgerError as exc:
         raise cloudevents.renamed(exc, batch=batch) from None
     return Response(result, status_code=201 if created else 200)

@@ -3,8 +3,9 @@
 ``app.state.pool`` serves work across tenants (the projector, dispatchers) as
 ``ledger_worker``. Requests get connections from ``app.state.tenant_pool``, as
 ``ledger_app``, through :func:`pool_of`: the one place that binds a connection
-to the request's tenant, so row-level security (migration 0006) confines every
-query of the request to that tenant's rows, whatever its ``WHERE`` says.
+to the request's tenant (or unbinds it, before the key is known), so row-level
+security (migration 0006) confines every query of the request to that tenant's
+rows, whatever its ``WHERE`` says.
 """
 
 from __future__ import annotations
@@ -17,25 +18,71 @@ from litestar import Request
 from litestar.datastructures import State
 
 from ledger.store.database import Connection, Pool
+from ledger.store.group import GroupCommit
 
 TENANT_SETTING: Final = "ledger.tenant_id"
-# Session-level: asyncpg's reset on release (RESET ALL) clears it, so a pooled
-# connection never carries one request's tenant into the next.
 _BIND_TENANT: Final = "SELECT set_config('ledger.tenant_id', $1, false)"
+_UNBOUND: Final = ""
+
+
+class Bindings:
+    """Which tenant each connection of the request pool is bound to.
+
+    The request pool skips asyncpg's full reset on release (see
+    :func:`ledger.store.database.create_pool`), so a binding outlives its
+    borrower; it is checked, and changed when it differs, at every borrow.
+    Requests of one tenant in a row thus pay no round trip for it, and a
+    connection never serves a request with another request's tenant. Keyed by
+    backend pid, each new connection registered as unbound (a reused pid
+    cannot inherit a stale entry).
+    """
+
+    def __init__(self) -> None:
+        self._bound: dict[int, str] = {}
+
+    async def on_connect(self, conn: Connection) -> None:
+        self._bound[conn.get_server_pid()] = _UNBOUND
+
+    async def bind(self, conn: Connection, tenant_id: int | None) -> None:
+        wanted = _UNBOUND if tenant_id is None else str(tenant_id)
+        pid = conn.get_server_pid()
+        if self._bound.get(pid) != wanted:
+            self._bound.pop(pid, None)  # unknown until the statement succeeds
+            await conn.execute(_BIND_TENANT, wanted)
+            self._bound[pid] = wanted
 
 
 class TenantPool:
-    """A pool whose connections are bound to one tenant (or to none, before auth)."""
+    """A pool whose connections are bound to one tenant (or to none, before auth).
 
-    def __init__(self, pool: Pool, tenant_id: int | None) -> None:
+    Without ``bindings`` (a pool with asyncpg's full reset) every borrow sets
+    the binding.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        tenant_id: int | None,
+        bindings: Bindings | None = None,
+        *,
+        any_binding: bool = False,
+    ) -> None:
         self.pool = pool
         self.tenant_id = tenant_id
+        self.bindings = bindings
+        self.any_binding = any_binding
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Connection]:
         async with self.pool.acquire() as conn:
-            if self.tenant_id is not None:
-                await conn.execute(_BIND_TENANT, str(self.tenant_id))
+            if self.any_binding:
+                pass
+            elif self.bindings is not None:
+                await self.bindings.bind(conn, self.tenant_id)
+            else:
+                await conn.execute(
+                    _BIND_TENANT, _UNBOUND if self.tenant_id is None else str(self.tenant_id)
+                )
             yield conn
 
 
@@ -44,4 +91,20 @@ def pool_of(request: Request[Any, Any, Any]) -> TenantPool:
     state: State = request.app.state
     pool: Pool = state.get("tenant_pool") or state.pool
     tenant_id: int | None = request.state.get("tenant_id")
-    return TenantPool(pool, tenant_id)
+    return TenantPool(pool, tenant_id, state.get("bindings"))
+
+
+def keyring_of(request: Request[Any, Any, Any]) -> TenantPool:
+    """Connections for authentication, as they come: the keyring (``tenants``,
+    ``api_keys``) has no row-level security, so whichever tenant a connection
+    is bound to does not matter, and binding it back and forth would cost a
+    round trip per request."""
+    state: State = request.app.state
+    pool: Pool = state.get("tenant_pool") or state.pool
+    return TenantPool(pool, None, any_binding=True)
+
+
+def appends_of(request: Request[Any, Any, Any]) -> GroupCommit:
+    """Where this server's appends go: concurrent ones share transactions."""
+    appends: GroupCommit = request.app.state.appends
+    return appends
