@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import platform
+import re
 import secrets
 import shlex
 import shutil
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
-from bench import http
+from bench import http, lag
 from bench import rebuild as rebuild_bench
 from bench.workloads import (
     CREATE_SCRATCH,
@@ -54,6 +55,8 @@ from bench.workloads import (
     single_rows,
     store_append,
 )
+from ledger.projections.registry import PROJECTIONS
+from ledger.scenario import Scenario
 from ledger.store.database import Pool, create_pool, embedded_url
 from ledger.store.migrate import upgrade
 from ledger.tenants.keys import ensure_tenant
@@ -63,6 +66,12 @@ RESULTS: Final = Path(__file__).resolve().parent / "results.json"
 LOOPBACK: Final = "127.0.0.1"
 TENANT: Final = "bench"
 CONCURRENCY: Final = 16
+READS: Final = 300
+READ_KINDS: Final = ("balance", "relationship", "timeline", "violations")
+# What `ledger projections rebuild` prints when done.
+REBUILT: Final = re.compile(
+    r"rebuilt \S+ for \S+: (?P<events>[\d,]+) events in (?P<seconds>[\d.]+) s"
+)
 PARTS: Final = ("append", "projections")
 LEVELS: Final = (1, 16, 64)
 BATCH_SIZES: Final = (100, 1000)
@@ -89,6 +98,7 @@ class Sizes:
     rebuild_label: str
     small_events: int
     small_label: str
+    load_rate: int
 
     def per_worker(self, clients: int) -> int:
         events = self.singles if clients > 1 else self.singles // 8
@@ -104,6 +114,7 @@ QUICK: Final = Sizes(
     rebuild_label="20k",
     small_events=2_000,
     small_label="2k",
+    load_rate=200,
 )
 FULL: Final = Sizes(
     singles=16384,
@@ -114,6 +125,7 @@ FULL: Final = Sizes(
     rebuild_label="1m",
     small_events=100_000,
     small_label="100k",
+    load_rate=1000,
 )
 
 
@@ -188,7 +200,9 @@ async def bench(sizes: Sizes, *, loop: str, parts: Sequence[str]) -> dict[str, f
         finally:
             await pool.close()
         if "projections" in parts:
+            during_load = results.get("server_rss_mb_peak", 0.0)
             results.update(await projections(sizes, url))
+            results["server_rss_mb_peak"] = max(during_load, results["server_rss_mb_rebuild"])
         return results
     finally:
         await drop_database(server_url, name)
@@ -292,7 +306,7 @@ async def measure(
             results.update(figures(f"batch_copy_{size}", copy))
             results[f"batch_{size}_ratio"] = ratio(batch, copy)
             rows.append((f"HTTP append, {size} events/request", batch, f"COPY {size} rows", copy))
-        results["server_rss_mb_load"] = server.peak_rss_mb()
+        results["server_rss_mb_peak"] = server.peak_rss_mb()
     # The names issue 5 reads: the figures at 64 clients and batches of 1,000.
     results["batch_copy_eps"] = results[f"batch_copy_{BATCH_SIZES[-1]}_eps"]
     results["batch_ratio"] = results[f"batch_{BATCH_SIZES[-1]}_ratio"]
@@ -301,41 +315,108 @@ async def measure(
 
 
 async def projections(sizes: Sizes, url: str) -> dict[str, float]:
-    """Rebuild rate beside a raw scan of the same log, and read latencies, at one size."""
-    n, label = sizes.rebuild_events, sizes.rebuild_label
-    progress(f"loading {n:,} generated events (COPY) for the rebuild benchmark")
-    tenant_id, key, _ = await rebuild_bench.load(url, "rebuild", n, sizes.rebuild_people)
+    """Reads at two sizes of one log; the rebuild beside a raw scan; a rebuild
+    under sustained append load with the live lag; peak memory throughout."""
+    n, small, people = sizes.rebuild_events, sizes.small_events, sizes.rebuild_people
+    tenant_id, key = await rebuild_bench.create_tenant(url, "rebuild")
+    generated = Scenario(people=people, seed=7).events(n)
+    versions: dict[str, int] = {}
+    progress(f"loading the first {small:,} of {n:,} generated events (COPY), {people:,} people")
+    await rebuild_bench.load(url, tenant_id, generated, small, versions)
+    for name in PROJECTIONS:
+        await rebuild_bench.rebuild_once(url, tenant_id, name)
+    progress(f"balance, relationship, timeline and violations reads at {small:,} events")
+    reads_small = await rebuild_bench.read_latencies(url, key, people, READS)
+    progress(f"loading the other {n - small:,} events (COPY)")
+    await rebuild_bench.load(url, tenant_id, generated, n - small, versions)
     progress("raw scan of the log")
     scanned, scan_s = await rebuild_bench.scan(url, tenant_id)
     progress("rebuild (fold, write, catch up, swap)")
     folded, rebuild_s = await rebuild_bench.rebuild_once(url, tenant_id)
     progress("violations rebuild (judge in valid-time order, write, catch up, swap)")
     judged, judge_s = await rebuild_bench.rebuild_once(url, tenant_id, "violations")
-    progress("balance, relationship, timeline and violations reads")
-    reads = await rebuild_bench.read_latencies(url, key, sizes.rebuild_people, 300)
-    scan_eps, rebuild_eps = scanned / scan_s, folded / rebuild_s
-    violations_eps = judged / judge_s
-    print(f"\nprojections at {n:,} events ({sizes.rebuild_people:,} people):")
-    print(f"  raw scan of the log      {scan_eps:>12,.0f} events/s")
-    share = rebuild_eps / scan_eps
-    print(f"  rebuild                  {rebuild_eps:>12,.0f} events/s   ratio {share:.3f}")
-    print(
-        f"  violations rebuild       {violations_eps:>12,.0f} events/s   "
-        f"ratio {violations_eps / scan_eps:.3f}"
-    )
-    for what in ("balance", "relationship", "timeline", "violations"):
-        print(
-            f"  {what + ' read':<24} p50 {reads[what + '_p50_ms']:>7.2f} ms   "
-            f"p99 {reads[what + '_p99_ms']:>7.2f} ms"
-        )
-    return {
+    progress(f"reads at {n:,} events")
+    reads = await rebuild_bench.read_latencies(url, key, people, READS)
+    scan_eps, rebuild_eps, violations_eps = scanned / scan_s, folded / rebuild_s, judged / judge_s
+    results: dict[str, float] = {
         "rebuild_events": float(n),
         "rebuild_eps": round(rebuild_eps, 1),
         "scan_eps": round(scan_eps, 1),
         "rebuild_ratio": round(rebuild_eps / scan_eps, 3),
         "violations_rebuild_eps": round(violations_eps, 1),
         "violations_rebuild_ratio": round(violations_eps / scan_eps, 3),
-        **{f"{name.replace('_ms', '')}_ms_{label}": round(v, 3) for name, v in reads.items()},
+    }
+    for label, found in ((sizes.small_label, reads_small), (sizes.rebuild_label, reads)):
+        for name, value in found.items():
+            results[f"{name.removesuffix('_ms')}_ms_{label}"] = round(value, 3)
+    for what in READ_KINDS:
+        growth = reads[f"{what}_p99_ms"] / max(reads_small[f"{what}_p99_ms"], 1e-9)
+        results[f"{what}_p99_growth"] = round(growth, 2)
+    results.update(await rebuild_under_load(sizes, url, tenant_id, key))
+    results["bench_rss_mb_peak"] = lag.own_peak_rss_mb()
+
+    print(f"\nprojections at {n:,} events ({people:,} people):")
+    print(f"  raw scan of the log      {scan_eps:>12,.0f} events/s")
+    print(
+        f"  rebuild                  {rebuild_eps:>12,.0f} events/s   "
+        f"ratio {results['rebuild_ratio']:.3f}"
+    )
+    print(
+        f"  violations rebuild       {violations_eps:>12,.0f} events/s   "
+        f"ratio {results['violations_rebuild_ratio']:.3f}"
+    )
+    labels = f"{sizes.small_label:>18} {sizes.rebuild_label:>18}"
+    print(f"\nreads, ms (p50 / p99)      {labels}   p99 growth")
+    for what in READ_KINDS:
+        cells = [
+            f"{found[what + '_p50_ms']:7.2f} / {found[what + '_p99_ms']:7.2f}"
+            for found in (reads_small, reads)
+        ]
+        print(
+            f"  {what:<24} {cells[0]:>18} {cells[1]:>18}   {results[what + '_p99_growth']:>6.2f}x"
+        )
+    print(
+        f"\nrebuild under load: {results['rebuild_under_load_eps']:,.0f} events/s while "
+        f"{results['load_offered_eps']:,.0f} events/s were appended; live projection lag "
+        f"p50 {results['lag_p50_s']:.2f} s, p99 {results['lag_p99_s']:.2f} s, "
+        f"max {results['lag_max_s']:.2f} s"
+    )
+    print(
+        f"peak RSS: server {results['server_rss_mb_rebuild']:.0f} MiB, rebuild process "
+        f"{results['rebuild_rss_mb_peak']:.0f} MiB, bench process (in-process rebuilds and "
+        f"reads) {results['bench_rss_mb_peak']:.0f} MiB"
+    )
+    return results
+
+
+async def rebuild_under_load(sizes: Sizes, url: str, tenant_id: int, key: str) -> dict[str, float]:
+    """``ledger projections rebuild network`` in its own process while the server
+    takes a steady stream of appends and its live projector keeps up."""
+    async with Serving(url, key) as server:
+        progress(
+            f"rebuild (its own process) under {sizes.load_rate:,} appended events/s, "
+            "watching the live projection's lag"
+        )
+        command = ledger_command("projections", "rebuild", "network", "--tenant", "rebuild")
+        rebuild = asyncio.get_running_loop().run_in_executor(
+            None, lag.run_rebuild, command, ledger_env(url)
+        )
+        behind = await lag.under_load(url, tenant_id, server.connect, rebuild, sizes.load_rate)
+        rebuilt = rebuild.result()
+        server_rss = server.peak_rss_mb()
+    found = REBUILT.search(rebuilt.output)
+    if found is None:
+        raise BenchError(f"the rebuild did not say what it did:\n{rebuilt.output[-2000:]}")
+    folded = int(found["events"].replace(",", ""))
+    return {
+        "rebuild_under_load_eps": round(folded / float(found["seconds"]), 1),
+        "load_offered_eps": float(sizes.load_rate),
+        "load_appended_eps": round(behind.appended / behind.seconds, 1),
+        "lag_p50_s": round(behind.percentile_s(50), 3),
+        "lag_p99_s": round(behind.percentile_s(99), 3),
+        "lag_max_s": round(behind.percentile_s(100), 3),
+        "rebuild_rss_mb_peak": rebuilt.peak_rss_mb,
+        "server_rss_mb_rebuild": server_rss,
     }
 
 

@@ -10,8 +10,8 @@ produce. This one sends prepared bytes and reads only the status line, the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
 _HEAD_END: Final = b"\r\n\r\n"
@@ -63,3 +63,6 @@ async def connection(host: str, port: int, key: str) -> AsyncIterator[Connection
         yield conn
     finally:
         await conn.close()
+
+
+Connect = Callable[[], AbstractAsyncContextManager[Connection]]

@@ -18,7 +18,9 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import msgspec
@@ -27,7 +29,7 @@ from litestar.testing import AsyncTestClient
 from ledger.api.app import create_app
 from ledger.projections.projector import EVENTS_AFTER, rebuild
 from ledger.projections.registry import PROJECTIONS
-from ledger.scenario import Scenario
+from ledger.scenario import Generated
 from ledger.store.database import connect
 from ledger.tenants.keys import create_key
 
@@ -36,31 +38,43 @@ _COLUMNS = ("tenant_id", "id", "stream", "version", "type", "occurred_at", "data
 _SCAN = EVENTS_AFTER
 
 
-async def load(url: str, tenant: str, count: int, people: int) -> tuple[int, str, float]:
-    """Bulk-load ``count`` generated events; return (tenant id, API key, seconds)."""
+async def create_tenant(url: str, tenant: str) -> tuple[int, str]:
+    """A tenant and an API key for it: (tenant id, key)."""
     conn = await connect(url)
     try:
         _, key = await create_key(conn, tenant, [])
         tenant_id: int = await conn.fetchval(
             "SELECT tenant_id FROM tenants WHERE name = $1", tenant
         )
-        versions: dict[str, int] = {}
+        return tenant_id, key
+    finally:
+        await conn.close()
+
+
+async def load(
+    url: str, tenant_id: int, generated: Iterator[Generated], count: int, versions: dict[str, int]
+) -> float:
+    """Bulk-load the next ``count`` generated events; seconds taken. ``versions``
+    carries each stream's version from one load to the next."""
+    conn = await connect(url)
+    try:
         started = time.perf_counter()
         rows: list[tuple[Any, ...]] = []
         encode = msgspec.json.encode
-        for generated in Scenario(people=people, seed=7).events(count):
-            wire = generated.wire
-            version = versions[generated.stream] = versions.get(generated.stream, 0) + 1
+        for generated_event in islice(generated, count):
+            wire = generated_event.wire
+            stream = generated_event.stream
+            version = versions[stream] = versions.get(stream, 0) + 1
             rows.append(
                 (
                     tenant_id,
                     uuid.UUID(wire["id"]),
-                    generated.stream,
+                    stream,
                     version,
                     wire["type"],
                     datetime.fromisoformat(wire["occurred_at"]),
                     encode(wire["data"]),
-                    encode(generated.people),
+                    encode(generated_event.people),
                 )
             )
             if len(rows) == 50_000:
@@ -71,7 +85,7 @@ async def load(url: str, tenant: str, count: int, people: int) -> tuple[int, str
         # As autovacuum would soon: without statistics the planner guesses the keyset
         # scan matches a handful of rows and sorts instead of walking the index.
         await conn.execute("ANALYZE events")
-        return tenant_id, key, time.perf_counter() - started
+        return time.perf_counter() - started
     finally:
         await conn.close()
 
