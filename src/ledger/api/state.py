@@ -43,6 +43,10 @@ class Bindings:
     async def on_connect(self, conn: Connection) -> None:
         self._bound[conn.get_server_pid()] = _UNBOUND
 
+    def bound_to(self, pid: int) -> str | None:
+        """The tenant (as set, "" for none) the connection of backend ``pid`` is bound to."""
+        return self._bound.get(pid)
+
     async def bind(self, conn: Connection, tenant_id: int | None) -> None:
         wanted = _UNBOUND if tenant_id is None else str(tenant_id)
         pid = conn.get_server_pid()
