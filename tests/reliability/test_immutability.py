@@ -234,3 +234,25 @@ async def test_creating_the_role_races_safely_across_databases(server_url: str) 
         await first.execute(f"DROP ROLE IF EXISTS {role}")
         await first.close()
         await second.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM tenants WHERE tenant_id = $1",
+        "UPDATE tenants SET tenant_id = DEFAULT WHERE tenant_id = $1",  # identity: a new number
+    ],
+)
+async def test_a_tenant_with_events_is_never_deleted_or_renumbered(
+    pool: Pool, tenant: Tenant, statement: str
+) -> None:
+    """Events carry no per-row foreign key (migration 0007: it made concurrent
+    appends fight over their tenant's row); tenants guard the reference instead,
+    even against a superuser's plain DELETE."""
+    async with pool.acquire() as conn:
+        await append(conn, tenant.id, new_events(*story()))
+        with pytest.raises(asyncpg.RestrictViolationError, match="never deleted or renumbered"):
+            await conn.execute(statement, tenant.id)
+        with pytest.raises(asyncpg.RestrictViolationError):
+            await conn.execute("TRUNCATE tenants CASCADE")
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant.id)
