@@ -50,7 +50,7 @@ EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 SECONDS_PER_DAY: Final = 86400.0
 
 
-class ProjectedEvent(msgspec.Struct, frozen=True):
+class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as the projector sees it: decoded data and its place in the log."""
 
     id: uuid.UUID
@@ -61,7 +61,7 @@ class ProjectedEvent(msgspec.Struct, frozen=True):
     data: EventData
 
 
-class Pair(msgspec.Struct, frozen=True, kw_only=True):
+class Pair(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Two people's relationship, ``a`` < ``b``; ``ab`` fields are from a to b."""
 
     given_ab: float = 0.0
@@ -261,7 +261,7 @@ class PolicyTimeline:
         return self._policies[-1]
 
 
-class TimelineEntry(msgspec.Struct, frozen=True):
+class TimelineEntry(msgspec.Struct, frozen=True, gc=False):
     occurred_at: datetime
     position: int
     event_id: uuid.UUID
