@@ -338,6 +338,7 @@ def _judge_along(
     return found
 
 
+@collector_paused
 async def refold(
     conn: Connection,
     tenant_id: int,
@@ -350,28 +351,27 @@ async def refold(
     """Re-derive a generation from the log up to ``until`` (see the module docstring)."""
     await VIOLATIONS.drop(conn, tenant_id, generation)
     policies = await policies_until(conn, tenant_id, until)
-    with collector_paused():
-        parties: dict[str, Parties] = {}
-        async for events in log_until(conn, tenant_id, until, batch_size=batch_size):
-            parties_in((e for e in events if parties_set_by(e.data) is not None), parties)
-        judging = Judging(policies, parties)
-        folded = 0
-        after: tuple[Any, int] = (_DAWN, 0)
-        while rows := await conn.fetch(
-            _EVENTS_BY_VALID_TIME, tenant_id, *after, str(until.tx_id), until.position, batch_size
-        ):
-            facts: list[Fact] = []
-            found: list[Violation] = []
-            for row in rows:
-                event = to_projected(row)
-                verdict, left = judging.step(event)
-                found.extend(verdict)
-                facts.extend(left)
-            await _copy(conn, tenant_id, generation, facts, found)
-            folded += len(rows)
-            after = (rows[-1]["occurred_at"], rows[-1]["position"])
-            if progress is not None:
-                progress(len(rows))
+    parties: dict[str, Parties] = {}
+    async for events in log_until(conn, tenant_id, until, batch_size=batch_size):
+        parties_in((e for e in events if parties_set_by(e.data) is not None), parties)
+    judging = Judging(policies, parties)
+    folded = 0
+    after: tuple[Any, int] = (_DAWN, 0)
+    while rows := await conn.fetch(
+        _EVENTS_BY_VALID_TIME, tenant_id, *after, str(until.tx_id), until.position, batch_size
+    ):
+        facts: list[Fact] = []
+        found: list[Violation] = []
+        for row in rows:
+            event = to_projected(row)
+            verdict, left = judging.step(event)
+            found.extend(verdict)
+            facts.extend(left)
+        await _copy(conn, tenant_id, generation, facts, found)
+        folded += len(rows)
+        after = (rows[-1]["occurred_at"], rows[-1]["position"])
+        if progress is not None:
+            progress(len(rows))
     return folded
 
 
