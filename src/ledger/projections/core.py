@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from itertools import combinations
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -129,16 +129,22 @@ def key(x: str, y: str) -> tuple[str, str]:
 Parties = tuple[str, ...]
 
 
+# Each stream-opening event type and whom it says the stream is between.
+_OPENED_BETWEEN: Final[dict[type[EventData], Callable[[Any], Parties]]] = {
+    FavorRequested: lambda data: (data.requester, data.asked_of),
+    IntroductionOffered: lambda data: (data.introducer, data.subject, data.target),
+    IntroductionRequested: lambda data: (data.introducer, data.requester, data.target),
+}
+
+OPENING_TYPES: Final = tuple(t.type_name for t in _OPENED_BETWEEN)
+"""The event types :func:`parties_set_by` answers for: what a reader of parties
+alone needs from the log."""
+
+
 def parties_set_by(data: EventData) -> tuple[str, Parties] | None:
     """The stream and parties an event opens (a request, an offer), if any."""
-    match data:
-        case FavorRequested():
-            return data.stream(), (data.requester, data.asked_of)
-        case IntroductionOffered():
-            return data.stream(), (data.introducer, data.subject, data.target)
-        case IntroductionRequested():
-            return data.stream(), (data.introducer, data.requester, data.target)
-    return None
+    between = _OPENED_BETWEEN.get(type(data))
+    return None if between is None else (data.stream(), between(data))
 
 
 def counterpart(data: EventData, parties: Mapping[str, Parties]) -> str | None:
