@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from itertools import combinations
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -50,7 +50,7 @@ EPOCH: Final = datetime(2000, 1, 1, tzinfo=UTC)
 SECONDS_PER_DAY: Final = 86400.0
 
 
-class ProjectedEvent(msgspec.Struct, frozen=True):
+class ProjectedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as the projector sees it: decoded data and its place in the log."""
 
     id: uuid.UUID
@@ -61,7 +61,7 @@ class ProjectedEvent(msgspec.Struct, frozen=True):
     data: EventData
 
 
-class Pair(msgspec.Struct, frozen=True, kw_only=True):
+class Pair(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Two people's relationship, ``a`` < ``b``; ``ab`` fields are from a to b."""
 
     given_ab: float = 0.0
@@ -129,16 +129,22 @@ def key(x: str, y: str) -> tuple[str, str]:
 Parties = tuple[str, ...]
 
 
+# Each stream-opening event type and whom it says the stream is between.
+_OPENED_BETWEEN: Final[dict[type[EventData], Callable[[Any], Parties]]] = {
+    FavorRequested: lambda data: (data.requester, data.asked_of),
+    IntroductionOffered: lambda data: (data.introducer, data.subject, data.target),
+    IntroductionRequested: lambda data: (data.introducer, data.requester, data.target),
+}
+
+OPENING_TYPES: Final = tuple(t.type_name for t in _OPENED_BETWEEN)
+"""The event types :func:`parties_set_by` answers for: what a reader of parties
+alone needs from the log."""
+
+
 def parties_set_by(data: EventData) -> tuple[str, Parties] | None:
     """The stream and parties an event opens (a request, an offer), if any."""
-    match data:
-        case FavorRequested():
-            return data.stream(), (data.requester, data.asked_of)
-        case IntroductionOffered():
-            return data.stream(), (data.introducer, data.subject, data.target)
-        case IntroductionRequested():
-            return data.stream(), (data.introducer, data.requester, data.target)
-    return None
+    between = _OPENED_BETWEEN.get(type(data))
+    return None if between is None else (data.stream(), between(data))
 
 
 def counterpart(data: EventData, parties: Mapping[str, Parties]) -> str | None:
@@ -261,7 +267,7 @@ class PolicyTimeline:
         return self._policies[-1]
 
 
-class TimelineEntry(msgspec.Struct, frozen=True):
+class TimelineEntry(msgspec.Struct, frozen=True, gc=False):
     occurred_at: datetime
     position: int
     event_id: uuid.UUID

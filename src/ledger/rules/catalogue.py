@@ -42,7 +42,7 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     severity: Severity | None = None  # when it differs from the rule's (E101 on advice)
 
 
-class Violation(msgspec.Struct, frozen=True, kw_only=True):
+class Violation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: uuid.UUID
     code: str
     severity: Severity

@@ -46,7 +46,7 @@ FactKind = Literal["contact", "granted", "asked", "met", "offered", "introduced"
 CONDUIT_KINDS: Final = frozenset({"introduction", "contacts"})
 
 
-class Fact(msgspec.Struct, frozen=True, array_like=True):
+class Fact(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One thing an event says about a pair: ``actor`` did ``kind`` towards ``other``.
 
     ``detail`` qualifies it: the favor's kind, the meeting's purpose, the role
