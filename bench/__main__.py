@@ -55,7 +55,6 @@ from bench.workloads import (
     single_rows,
     store_append,
 )
-from ledger.projections.registry import PROJECTIONS
 from ledger.scenario import Scenario
 from ledger.store.database import Pool, create_pool, embedded_url
 from ledger.store.migrate import upgrade
@@ -73,6 +72,7 @@ REBUILT: Final = re.compile(
     r"rebuilt \S+ for \S+: (?P<events>[\d,]+) events in (?P<seconds>[\d.]+) s"
 )
 PARTS: Final = ("append", "projections")
+REBUILD_TENANT: Final = "rebuild"
 LEVELS: Final = (1, 16, 64)
 BATCH_SIZES: Final = (100, 1000)
 BATCH_STREAMS: Final = 100
@@ -318,13 +318,14 @@ async def projections(sizes: Sizes, url: str) -> dict[str, float]:
     """Reads at two sizes of one log; the rebuild beside a raw scan; a rebuild
     under sustained append load with the live lag; peak memory throughout."""
     n, small, people = sizes.rebuild_events, sizes.small_events, sizes.rebuild_people
-    tenant_id, key = await rebuild_bench.create_tenant(url, "rebuild")
+    tenant_id, key = await rebuild_bench.create_tenant(url, REBUILD_TENANT)
     generated = Scenario(people=people, seed=7).events(n)
     versions: dict[str, int] = {}
     progress(f"loading the first {small:,} of {n:,} generated events (COPY), {people:,} people")
     await rebuild_bench.load(url, tenant_id, generated, small, versions)
-    for name in PROJECTIONS:
-        await rebuild_bench.rebuild_once(url, tenant_id, name)
+    progress(f"rebuilds at {small:,} events (network in its own process, for its peak RSS)")
+    rebuilt_small = await asyncio.to_thread(lag.run_rebuild, REBUILD_COMMAND, ledger_env(url))
+    await rebuild_bench.rebuild_once(url, tenant_id, "violations")
     progress(f"balance, relationship, timeline and violations reads at {small:,} events")
     reads_small = await rebuild_bench.read_latencies(url, key, people, READS)
     progress(f"loading the other {n - small:,} events (COPY)")
@@ -352,7 +353,9 @@ async def projections(sizes: Sizes, url: str) -> dict[str, float]:
     for what in READ_KINDS:
         growth = reads[f"{what}_p99_ms"] / max(reads_small[f"{what}_p99_ms"], 1e-9)
         results[f"{what}_p99_growth"] = round(growth, 2)
+    results[f"rebuild_rss_mb_{sizes.small_label}"] = rebuilt_small.peak_rss_mb
     results.update(await rebuild_under_load(sizes, url, tenant_id, key))
+    results[f"rebuild_rss_mb_{sizes.rebuild_label}"] = results["rebuild_rss_mb_peak"]
     results["bench_rss_mb_peak"] = lag.own_peak_rss_mb()
 
     print(f"\nprojections at {n:,} events ({people:,} people):")
@@ -382,9 +385,10 @@ async def projections(sizes: Sizes, url: str) -> dict[str, float]:
         f"max {results['lag_max_s']:.2f} s"
     )
     print(
-        f"peak RSS: server {results['server_rss_mb_rebuild']:.0f} MiB, rebuild process "
-        f"{results['rebuild_rss_mb_peak']:.0f} MiB, bench process (in-process rebuilds and "
-        f"reads) {results['bench_rss_mb_peak']:.0f} MiB"
+        f"peak RSS: server {results['server_rss_mb_rebuild']:.0f} MiB; rebuild process "
+        f"{rebuilt_small.peak_rss_mb:.0f} MiB at {small:,} events, "
+        f"{results['rebuild_rss_mb_peak']:.0f} MiB at {n:,}; bench process (in-process "
+        f"rebuilds and reads) {results['bench_rss_mb_peak']:.0f} MiB"
     )
     return results
 
@@ -397,9 +401,8 @@ async def rebuild_under_load(sizes: Sizes, url: str, tenant_id: int, key: str) -
             f"rebuild (its own process) under {sizes.load_rate:,} appended events/s, "
             "watching the live projection's lag"
         )
-        command = ledger_command("projections", "rebuild", "network", "--tenant", "rebuild")
         rebuild = asyncio.get_running_loop().run_in_executor(
-            None, lag.run_rebuild, command, ledger_env(url)
+            None, lag.run_rebuild, REBUILD_COMMAND, ledger_env(url)
         )
         behind = await lag.under_load(url, tenant_id, server.connect, rebuild, sizes.load_rate)
         rebuilt = rebuild.result()
@@ -554,6 +557,11 @@ def ledger_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "ledger.cli", *args]
 
 
+REBUILD_COMMAND: Final = ledger_command(
+    "projections", "rebuild", "network", "--tenant", REBUILD_TENANT
+)
+
+
 def ledger_env(url: str) -> dict[str, str]:
     # No per-key rate limit: the benchmark's one key would be throttled, not measured.
     return {
@@ -577,18 +585,6 @@ async def create_api_key(url: str) -> str:
     if process.returncode != 0 or not lines:
         raise BenchError(f"`ledger keys create` failed ({process.returncode}): {err.decode()}")
     return lines[-1].strip()
-
-
-def peak_rss_mb(pid: int) -> float:
-    """A live process's peak resident set (``VmHWM`` in /proc), in MiB; 0 if unknown."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
 
 
 def free_port() -> int:
@@ -624,7 +620,7 @@ class Serving:
 
     def peak_rss_mb(self) -> float:
         """The server process's peak resident set so far (VmHWM), in MiB."""
-        return peak_rss_mb(self.pid)
+        return lag.peak_rss_mb(self.pid)
 
     async def __aenter__(self) -> Serving:
         progress(f"starting `ledger serve` on {self.base_url}")
