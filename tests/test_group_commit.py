@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ledger.errors import IdConflict, LifecycleConflict, VersionConflict
+from ledger.errors import IdConflict, LifecycleConflict, Unavailable, VersionConflict
 from ledger.store.append import AppendResult, append
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection, Pool
@@ -185,3 +185,27 @@ async def test_a_client_that_hangs_up_does_not_cancel_its_group(pool: Pool, tena
     # The one who left was written all the same: its retry finds it stored.
     assert len(await logged(pool, tenant)) == 2
     assert result.events[0].version == 1
+
+
+async def test_closing_answers_the_group_in_flight_and_the_queue_with_503(
+    pool: Pool, tenant: Tenant
+) -> None:
+    started, never = asyncio.Event(), asyncio.Event()
+
+    @asynccontextmanager
+    async def stuck(tenant_id: int) -> AsyncIterator[Connection]:
+        async with pool.acquire() as conn:
+            started.set()
+            await never.wait()  # the database hangs while the group is in flight
+            yield conn
+
+    group = GroupCommit(stuck)
+    in_flight = asyncio.ensure_future(group.append(tenant.id, new_events(message("oz"))))
+    await started.wait()
+    queued = asyncio.ensure_future(group.append(tenant.id, new_events(message("pam"))))
+    await asyncio.sleep(0)
+    await group.close()
+    for answer in (in_flight, queued):
+        with pytest.raises(Unavailable, match="stopping"):
+            await answer
+    assert await logged(pool, tenant) == []

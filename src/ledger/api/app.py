@@ -122,6 +122,7 @@ def create_app(
                     yield
                 finally:
                     stop.set()
+                    await app.state.appends.close()
                     if deliveries is not None:
                         await deliveries
         finally:

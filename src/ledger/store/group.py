@@ -84,6 +84,14 @@ class GroupCommit:
             raise outcome
         return outcome
 
+    async def close(self) -> None:
+        """Stop the writers (the server is stopping): a group in flight rolls back,
+        and its requests and those still queued answer 503, to be retried."""
+        writers = [t.writer for t in self._tenants.values() if t.writer is not None]
+        for writer in writers:
+            writer.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
+
     async def _write(self, tenant_id: int, tenant: _Tenant) -> None:
         group: list[_Waiting] = []
         try:
