@@ -24,7 +24,7 @@ from typing import Final
 import msgspec
 
 from bench import http
-from bench.workloads import BenchError, batch_body
+from bench.workloads import BenchError, batch_body, nearest_rank
 from ledger.projections.projector import state_of
 from ledger.store.cursor import Cursor
 from ledger.store.database import connect
@@ -51,10 +51,7 @@ class Lag:
     lags: tuple[float, ...]
 
     def percentile_s(self, q: float) -> float:
-        if not self.lags:
-            return 0.0
-        ordered = sorted(self.lags)
-        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+        return nearest_rank(self.lags, q)
 
 
 def run_rebuild(command: Sequence[str], env: dict[str, str]) -> Rebuilt:

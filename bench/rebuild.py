@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 from litestar.testing import AsyncTestClient
 
+from bench.workloads import nearest_rank
 from ledger.api.app import create_app
 from ledger.projections.projector import EVENTS_AFTER, rebuild
 from ledger.projections.registry import PROJECTIONS
@@ -113,11 +114,6 @@ async def rebuild_once(url: str, tenant_id: int, projection: str = "network") ->
         await conn.close()
 
 
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 async def read_latencies(url: str, key: str, people: int, reads: int) -> dict[str, float]:
     """p50/p99 (ms) of balance, relationship, timeline and violations reads for
     people drawn by activity (a relationship: two of them in turn)."""
@@ -144,5 +140,5 @@ async def read_latencies(url: str, key: str, people: int, reads: int) -> dict[st
                 timings.append((time.perf_counter() - started) * 1000)
                 assert response.status_code in (200, 404), response.text
             results[f"{name}_p50_ms"] = statistics.median(timings)
-            results[f"{name}_p99_ms"] = percentile(timings, 0.99)
+            results[f"{name}_p99_ms"] = nearest_rank(timings, 99)
     return results

@@ -107,11 +107,16 @@ class Run:
 
     def percentile_ms(self, q: float) -> float:
         """Nearest-rank percentile of the call latencies, in milliseconds."""
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        rank = max(1, math.ceil(q / 100 * len(ordered)))
-        return ordered[rank - 1] * 1000
+        return nearest_rank(self.latencies, q) * 1000
+
+
+def nearest_rank(samples: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) by nearest rank; 0 for no samples. Every
+    percentile the bench prints comes from here."""
+    if not samples:
+        return 0.0
+    ordered = sorted(samples)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 @dataclass(frozen=True)

@@ -93,9 +93,8 @@ class TenantPool:
 def pool_of(request: Request[Any, Any, Any]) -> TenantPool:
     """Connections for this request, bound to its tenant once its key is known."""
     state: State = request.app.state
-    pool: Pool = state.get("tenant_pool") or state.pool
     tenant_id: int | None = request.state.get("tenant_id")
-    return TenantPool(pool, tenant_id, state.get("bindings"))
+    return TenantPool(_request_pool(state), tenant_id, state.get("bindings"))
 
 
 def keyring_of(request: Request[Any, Any, Any]) -> TenantPool:
@@ -103,9 +102,12 @@ def keyring_of(request: Request[Any, Any, Any]) -> TenantPool:
     ``api_keys``) has no row-level security, so whichever tenant a connection
     is bound to does not matter, and binding it back and forth would cost a
     round trip per request."""
-    state: State = request.app.state
+    return TenantPool(_request_pool(request.app.state), None, any_binding=True)
+
+
+def _request_pool(state: State) -> Pool:
     pool: Pool = state.get("tenant_pool") or state.pool
-    return TenantPool(pool, None, any_binding=True)
+    return pool
 
 
 def appends_of(request: Request[Any, Any, Any]) -> GroupCommit:
