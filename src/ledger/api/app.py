@@ -15,7 +15,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from ledger.api import problems
 from ledger.api.audit import ROUTES as AUDIT_ROUTES
-from ledger.api.auth import principal
+from ledger.api.auth import KeyLookups, principal
 from ledger.api.digest import ROUTES as DIGEST_ROUTES
 from ledger.api.events import ROUTES as EVENT_ROUTES
 from ledger.api.feeds import ROUTES as FEED_ROUTES
@@ -91,6 +91,12 @@ def create_app(
             role=APP_ROLE,
             on_connect=bindings.on_connect,
             keep_session=True,
+        )
+        # Key lookups take connections as they come: the keyring (tenants,
+        # api_keys) has no row-level security, so a connection's binding does
+        # not matter, and binding it back and forth would cost a round trip.
+        app.state.key_lookups = KeyLookups(
+            lambda: TenantPool(tenant_pool, None, any_binding=True).acquire()
         )
         app.state.appends = GroupCommit(
             lambda tenant_id: TenantPool(tenant_pool, tenant_id, bindings).acquire()

@@ -97,14 +97,6 @@ def pool_of(request: Request[Any, Any, Any]) -> TenantPool:
     return TenantPool(_request_pool(state), tenant_id, state.get("bindings"))
 
 
-def keyring_of(request: Request[Any, Any, Any]) -> TenantPool:
-    """Connections for authentication, as they come: the keyring (``tenants``,
-    ``api_keys``) has no row-level security, so whichever tenant a connection
-    is bound to does not matter, and binding it back and forth would cost a
-    round trip per request."""
-    return TenantPool(_request_pool(request.app.state), None, any_binding=True)
-
-
 def _request_pool(state: State) -> Pool:
     pool: Pool = state.get("tenant_pool") or state.pool
     return pool

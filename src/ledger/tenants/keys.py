@@ -58,9 +58,9 @@ VALUES ($1, $2, $3, $4)
 """
 
 _AUTHENTICATE: Final = """
-SELECT k.tenant_id, t.name, k.key_id, k.scopes
+SELECT k.key_hash, k.tenant_id, t.name, k.key_id, k.scopes
 FROM api_keys k JOIN tenants t USING (tenant_id)
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+WHERE k.key_hash = ANY($1::bytea[]) AND k.revoked_at IS NULL
 """
 
 _LIST: Final = """
@@ -114,10 +114,20 @@ async def create_key(conn: Connection, tenant: str, scopes: list[str]) -> tuple[
 
 
 async def authenticate(conn: Connection, key: str) -> Principal | None:
-    row = await conn.fetchrow(_AUTHENTICATE, hash_key(key))
-    if row is None:
-        return None
-    return Principal(row["tenant_id"], row["name"], row["key_id"], frozenset(row["scopes"]))
+    digest = hash_key(key)
+    return (await authenticate_hashes(conn, [digest])).get(digest)
+
+
+async def authenticate_hashes(conn: Connection, digests: list[bytes]) -> dict[bytes, Principal]:
+    """The live (unrevoked) keys among ``digests``, by hash: one query for many
+    requests (see :class:`ledger.api.auth.KeyLookups`)."""
+    rows = await conn.fetch(_AUTHENTICATE, digests)
+    return {
+        row["key_hash"]: Principal(
+            row["tenant_id"], row["name"], row["key_id"], frozenset(row["scopes"])
+        )
+        for row in rows
+    }
 
 
 async def list_keys(conn: Connection, tenant: str | None = None) -> list[KeyInfo]:
