@@ -70,12 +70,17 @@ _BEGIN_AND_LOCK: Final = "BEGIN; SELECT {locks}"
 # One round trip for everything the batch must be checked against: events of
 # the batch already stored (idempotent retries), the whole history of its
 # lifecycle streams (short: a favor has a handful of events), and the current
-# version of its other streams.
+# version of its other streams. The stored events are looked up one primary-key
+# probe per id (LATERAL ... OFFSET 0): given `id = ANY(...)`, a planner without
+# fresh statistics scanned the tenant's whole log instead (20,000 rows for a
+# batch of 1,000 ids into a young tenant).
 _STATE: Final = """
-SELECT 'stored' AS kind, id, type, stream, version, position,
-       tx_id::text::bigint AS tx_id, occurred_at, data, metadata
-FROM events
-WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+SELECT 'stored' AS kind, e.id, e.type, e.stream, e.version, e.position,
+       e.tx_id::text::bigint AS tx_id, e.occurred_at, e.data, e.metadata
+FROM unnest($2::uuid[]) AS k(id)
+CROSS JOIN LATERAL (
+    SELECT * FROM events WHERE tenant_id = $1 AND id = k.id OFFSET 0
+) AS e
 UNION ALL
 SELECT 'history', NULL::uuid, type, stream, version, NULL::bigint, NULL::bigint,
        NULL::timestamptz, data, NULL::jsonb
@@ -93,6 +98,10 @@ ORDER BY 1, 4, 5
 # projectors and feeds when the append commits; it rides on the insert, no extra
 # round trip. So do the webhook deliveries the events cause (the outbox CTE: for
 # a tenant without subscriptions, one empty index probe).
+#
+# The JSON columns come as one JSON array each, the events' encodings joined:
+# as jsonb[] every element cost a codec call here and a datum there, three
+# times the work (10 ms against 3.6 for the three columns of 1,000 events).
 NOTIFY_CHANNEL: Final = "ledger_events"
 _INSERT: Final = f"""
 WITH inserted AS (
@@ -100,8 +109,10 @@ WITH inserted AS (
                         sealed)
     SELECT $1, e.id, e.stream, e.version, e.type, e.occurred_at, e.data, e.metadata, e.people,
            e.sealed
-    FROM unnest($2::uuid[], $3::text[], $4::int[], $5::text[], $6::timestamptz[],
-                $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::bytea[])
+    FROM ROWS FROM (unnest($2::uuid[]), unnest($3::text[]), unnest($4::int[]), unnest($5::text[]),
+                    unnest($6::timestamptz[]), jsonb_array_elements($7::jsonb),
+                    jsonb_array_elements($8::jsonb), jsonb_array_elements($9::jsonb),
+                    unnest($10::bytea[]))
          WITH ORDINALITY AS e(id, stream, version, type, occurred_at, data, metadata, people,
                               sealed, n)
     ORDER BY e.n
@@ -310,9 +321,9 @@ async def _insert(
         assigned,
         [e.type for e in fresh],
         [e.occurred_at for e in fresh],
-        [e.data_json for e in fresh],
-        [e.metadata_json for e in fresh],
-        [e.people_json for e in fresh],
+        json_array([e.data_json for e in fresh]),
+        json_array([e.metadata_json for e in fresh]),
+        json_array([e.people_json for e in fresh]),
         [e.sealed for e in fresh],
     )
     placed = {row["id"]: (row["position"], row["tx_id"]) for row in rows}
@@ -320,6 +331,11 @@ async def _insert(
         e.id: _Stored(e.stream, version, *placed[e.id])
         for e, version in zip(fresh, assigned, strict=True)
     }
+
+
+def json_array(encoded: list[bytes]) -> bytes:
+    """Encoded JSON values as one encoded JSON array (for ``jsonb_array_elements``)."""
+    return b"[" + b",".join(encoded) + b"]"
 
 
 def _stream_state(
