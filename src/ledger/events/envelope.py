@@ -197,7 +197,7 @@ def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]
     Nothing here looks at the database: what depends on earlier events (versions,
     lifecycles, idempotency) is the store's job.
     """
-    now = now or datetime.now(UTC)
+    latest = (now or datetime.now(UTC)) + MAX_CLOCK_SKEW
     prepared: list[NewEvent] = []
     first_index_of: dict[uuid.UUID, int] = {}
     for i, event in enumerate(batch.events):
@@ -224,7 +224,7 @@ def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]
             value = event.metadata.get(key)
             if value is not None and not isinstance(value, str):
                 raise InvalidInput(f"metadata.{key} must be a string", field=f"{at}.metadata.{key}")
-        if event.occurred_at > now + MAX_CLOCK_SKEW:
+        if event.occurred_at > latest:
             raise InvalidInput(
                 f"occurred_at {event.occurred_at.isoformat()} is in the future; events record "
                 "what has happened (up to 24 h of clock skew is tolerated)",
