@@ -206,7 +206,7 @@ async def get_balances(
 
 # Balance cursors name the last counterparty seen (keyset: a page costs its own
 # rows). "o1" offsets, which balances were paged by before, are still honoured.
-_BALANCE_CURSOR: Final = "c1"
+_BALANCE_CURSOR: Final = "b1"
 _LAST_OFFSET: Final = 2**62  # past any list; keeps OFFSET + LIMIT within bigint
 
 
