@@ -29,6 +29,9 @@ DEFAULT_WEIGHTS: Final[dict[str, float]] = {
 # a person's 5 strongest relationships every 14 days, the next 10 every 30, ...
 LAYERS: Final = ((5, 14.0), (15, 30.0), (50, 90.0), (150, 180.0))
 OUTER_CADENCE_DAYS: Final = 365.0
+# Every rank past the outermost layer has the outer cadence: a rank need only
+# be known up to here (a read counts at most this many stronger relationships).
+RANKED: Final = LAYERS[-1][0]
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,7 +27,7 @@ from ledger.api.state import pool_of
 from ledger.errors import InvalidInput, NotFound, Unavailable
 from ledger.policy import Policy
 from ledger.projections import read
-from ledger.projections.core import EMPTY
+from ledger.projections.core import EMPTY, key
 from ledger.projections.projector import PROJECTION
 from ledger.projections.views import (
     Balance,
@@ -35,6 +35,8 @@ from ledger.projections.views import (
     Relationship,
     Side,
     Suggestion,
+    balances,
+    rank_of,
     reconnect,
     relationship,
     relationships_of,
@@ -102,20 +104,7 @@ def reflecting(body: T, snapshot: read.Snapshot) -> Response[T]:
 
 def _page(items: Sequence[T], cursor: str | None, limit: int) -> tuple[list[T], str | None]:
     """Offset pages for lists that are sorted after they are read (by strength, ...)."""
-    start = 0
-    if cursor is not None:
-        try:
-            if not cursor.startswith("o1"):
-                raise ValueError(cursor)
-            start = int(base64.urlsafe_b64decode(cursor[2:] + "==").decode())
-            if start < 0:
-                raise ValueError(cursor)
-        except ValueError:
-            raise InvalidInput(
-                "cursor is not one this list issued; use next_cursor from the previous page",
-                field="cursor",
-                in_body=False,
-            ) from None
+    start = 0 if cursor is None else _offset(cursor)
     end = start + limit
     following = (
         "o1" + base64.urlsafe_b64encode(str(end).encode()).decode().rstrip("=")
@@ -123,6 +112,26 @@ def _page(items: Sequence[T], cursor: str | None, limit: int) -> tuple[list[T], 
         else None
     )
     return list(items[start:end]), following
+
+
+def _offset(cursor: str) -> int:
+    try:
+        if not cursor.startswith("o1"):
+            raise ValueError(cursor)
+        start = int(base64.urlsafe_b64decode(cursor[2:] + "==").decode())
+        if start < 0:
+            raise ValueError(cursor)
+    except ValueError:
+        raise _foreign_cursor() from None
+    return start
+
+
+def _foreign_cursor() -> InvalidInput:
+    return InvalidInput(
+        "cursor is not one this list issued; use next_cursor from the previous page",
+        field="cursor",
+        in_body=False,
+    )
 
 
 async def _sides(
@@ -181,25 +190,52 @@ async def get_balances(
     limit: Limit = 100,
     as_of: AsOf = None,
 ) -> Response[BalancePage]:
+    after, skip = _balance_cursor(cursor)
     if as_of is not None:
         past, bound = await past_of(request, principal, as_of, (person,), {person: "person"})
-        items, following = _page(_balances(past.sides_of(person)), cursor, limit)
-        return answer(BalancePage(items, following), bound)
+        later = [b for b in balances(past.sides_of(person)) if b.counterparty > after]
+        return answer(_balance_page(later[skip : skip + limit + 1], limit), bound)
     async with consistent(request, principal.tenant_id) as (conn, snap):
-        sides = await _sides(conn, principal.tenant_id, snap, person)
-    items, following = _page(_balances(sides), cursor, limit)
-    return reflecting(BalancePage(items, following), snap)
+        found = await read.balances(
+            conn, principal.tenant_id, snap.generation, person, after, skip, limit + 1
+        )
+        if not found:
+            await _known(conn, principal.tenant_id, snap, person, "person")
+    return reflecting(_balance_page(found, limit), snap)
 
 
-def _balances(sides: Sequence[Side]) -> list[Balance]:
-    return sorted(
-        (
-            Balance(s.counterparty, s.given, s.received, s.given - s.received)
-            for s in sides
-            if s.given or s.received
-        ),
-        key=lambda b: b.counterparty,
-    )
+# Balance cursors name the last counterparty seen (keyset: a page costs its own
+# rows). "o1" offsets, which balances were paged by before, are still honoured.
+_BALANCE_CURSOR: Final = "b1"
+_LAST_OFFSET: Final = 2**62  # past any list; keeps OFFSET + LIMIT within bigint
+
+
+def _balance_cursor(cursor: str | None) -> tuple[str, int]:
+    """(counterparty to continue after, balances to skip past it)."""
+    if cursor is None:
+        return "", 0
+    if cursor.startswith("o1"):
+        return "", min(_offset(cursor), _LAST_OFFSET)
+    body = cursor[len(_BALANCE_CURSOR) :]
+    try:
+        if not cursor.startswith(_BALANCE_CURSOR):
+            raise ValueError(cursor)
+        after = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+        if not after or "\x00" in after:
+            raise ValueError(cursor)
+    except ValueError:
+        raise _foreign_cursor() from None
+    return after, 0
+
+
+def _balance_page(following: Sequence[Balance], limit: int) -> BalancePage:
+    """The page out of up to ``limit + 1`` balances after the cursor; the extra one
+    says whether another page follows."""
+    items = list(following[:limit])
+    if len(following) <= limit:
+        return BalancePage(items, None)
+    last = items[-1].counterparty.encode()
+    return BalancePage(items, _BALANCE_CURSOR + base64.urlsafe_b64encode(last).decode().rstrip("="))
 
 
 Sort = Literal["strength", "last_contact", "overdue"]
@@ -318,24 +354,31 @@ async def get_relationship(
         )
     if as_of is not None:
         past, bound = await past_of(request, principal, as_of, (a,), {a: "a", b: "b"})
-        found = _relationship(a, b, past.sides_of(a), bound.now, past.policies.latest())
+        sides = past.sides_of(a)
+        side = next((s for s in sides if s.counterparty == b), None)
+        found = _relationship(a, b, side, rank_of(sides, b), bound.now, past.policies.latest())
         return answer(found, bound)
     async with consistent(request, principal.tenant_id) as (conn, snap):
-        sides = await _sides(conn, principal.tenant_id, snap, a, "a")
-        await _known(conn, principal.tenant_id, snap, b, "b")
-    return reflecting(_relationship(a, b, sides, _now(), snap.policy.latest()), snap)
+        tenant_id, generation = principal.tenant_id, snap.generation
+        pair = await read.pair(conn, tenant_id, generation, a, b)
+        if pair is None:
+            await _known(conn, tenant_id, snap, a, "a")
+        await _known(conn, tenant_id, snap, b, "b")
+        side, rank = None, None
+        if pair is not None:
+            side = side_of(a, *key(a, b), pair)
+            rank = await read.rank(conn, tenant_id, generation, a, b, pair)
+    return reflecting(_relationship(a, b, side, rank, _now(), snap.policy.latest()), snap)
 
 
 def _relationship(
-    a: str, b: str, sides: Sequence[Side], now: datetime, policy: Policy
+    a: str, b: str, side: Side | None, rank: int | None, now: datetime, policy: Policy
 ) -> Relationship:
-    """a's relationship with b, ranked among a's others (its cadence depends on its rank)."""
-    ranked = {r.b: r for r in relationships_of(a, sides, now, policy)}
-    found = ranked.get(b)
-    if found is None:
-        low, high = sorted((a, b))
-        found = relationship(a, side_of(a, low, high, EMPTY), now, policy, None)
-    return found
+    """a's relationship with b; ``rank`` (among a's relationships, by strength) sets
+    its cadence. Without a side they are strangers."""
+    if side is None:
+        return relationship(a, side_of(a, *key(a, b), EMPTY), now, policy, None)
+    return relationship(a, side, now, policy, rank)
 
 
 @get(

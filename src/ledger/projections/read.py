@@ -10,8 +10,10 @@ from typing import Any, Final
 import msgspec
 
 from ledger.errors import InvalidInput
+from ledger.policy import RANKED
 from ledger.projections.core import Pair, PolicyTimeline
 from ledger.projections.projector import PAIR_COLUMNS, PROJECTION, pair_of, policies_until
+from ledger.projections.views import Balance, balance
 from ledger.store.cursor import MAX_BIGINT, Cursor
 from ledger.store.database import Connection
 from ledger.store.read import ENVELOPE_COLUMNS, Envelope, envelope_of
@@ -40,6 +42,46 @@ _PAIR: Final = f"""
 SELECT {PAIR_COLUMNS}
 FROM network_pairs p
 WHERE p.tenant_id = $1 AND p.generation = $2 AND p.a = $3 AND p.b = $4
+"""
+
+# A person's balances after a counterparty, in counterparty order, from both
+# sides of their pairs (stored once, a < b): two walks of the partial indexes
+# network_pairs_balances_{a,b} (pairs with something given), merged. COLLATE
+# "C" is code point order, Python's, whatever the database's collation. A page
+# costs its own rows, not the person's whole history.
+_BALANCES: Final = """
+(SELECT p.b COLLATE "C" AS counterparty, p.given_ab AS given, p.given_ba AS received
+ FROM network_pairs p
+ WHERE p.tenant_id = $1 AND p.generation = $2 AND p.a = $3
+   AND (p.given_ab <> 0 OR p.given_ba <> 0) AND p.b COLLATE "C" > $4::text
+ ORDER BY p.b COLLATE "C"
+ LIMIT $5::bigint + $6::bigint)
+UNION ALL
+(SELECT p.a COLLATE "C", p.given_ba, p.given_ab
+ FROM network_pairs p
+ WHERE p.tenant_id = $1 AND p.generation = $2 AND p.b = $3
+   AND (p.given_ab <> 0 OR p.given_ba <> 0) AND p.a COLLATE "C" > $4::text
+ ORDER BY p.a COLLATE "C"
+ LIMIT $5::bigint + $6::bigint)
+ORDER BY counterparty
+OFFSET $5 LIMIT $6
+"""
+
+# How many of a person's relationships rank before one with strength $4 and
+# counterparty $5 (views.strength_order), counting at most $6 from each side:
+# walks of network_pairs_strength_{a,b} from the strongest down to it.
+_STRONGER: Final = """
+SELECT count(*) FROM (
+    (SELECT FROM network_pairs p
+     WHERE p.tenant_id = $1 AND p.generation = $2 AND p.a = $3 AND p.strength_log2 >= $4
+       AND (p.strength_log2 > $4 OR p.b COLLATE "C" < $5)
+     LIMIT $6)
+    UNION ALL
+    (SELECT FROM network_pairs p
+     WHERE p.tenant_id = $1 AND p.generation = $2 AND p.b = $3 AND p.strength_log2 >= $4
+       AND (p.strength_log2 > $4 OR p.a COLLATE "C" < $5)
+     LIMIT $6)
+) AS stronger
 """
 
 _KNOWN: Final = """
@@ -94,6 +136,33 @@ async def pair(conn: Connection, tenant_id: int, generation: int, a: str, b: str
     low, high = (a, b) if a < b else (b, a)
     row = await conn.fetchrow(_PAIR, tenant_id, generation, low, high)
     return None if row is None else pair_of(row)
+
+
+async def balances(
+    conn: Connection,
+    tenant_id: int,
+    generation: int,
+    person: str,
+    after: str,
+    skip: int,
+    limit: int,
+) -> list[Balance]:
+    """Up to ``limit`` of ``person``'s balances with counterparties after ``after``
+    (past the first ``skip`` of them), in :func:`ledger.projections.views.balances`' order."""
+    rows = await conn.fetch(_BALANCES, tenant_id, generation, person, after, skip, limit)
+    return [balance(row["counterparty"], row["given"], row["received"]) for row in rows]
+
+
+async def rank(
+    conn: Connection, tenant_id: int, generation: int, person: str, counterparty: str, pair: Pair
+) -> int:
+    """The rank of ``person``'s relationship with ``counterparty`` (``pair``) by
+    :func:`ledger.projections.views.strength_order`, exact up to
+    :data:`ledger.policy.RANKED` (past it, all ranks share one cadence)."""
+    stronger = await conn.fetchval(
+        _STRONGER, tenant_id, generation, person, pair.strength_log2, counterparty, RANKED
+    )
+    return 1 + min(int(stronger), RANKED)
 
 
 async def known(conn: Connection, tenant_id: int, generation: int, person: str) -> bool:

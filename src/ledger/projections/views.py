@@ -60,6 +60,20 @@ class Balance(msgspec.Struct, frozen=True):
     net: float
 
 
+def balance(counterparty: str, given: float, received: float) -> Balance:
+    return Balance(counterparty, given, received, given - received)
+
+
+def balances(sides: Sequence[Side]) -> list[Balance]:
+    """A person's balances by counterparty (code point order), leaving out the
+    pairs nothing was given in: the order and rows the live read
+    (:func:`ledger.projections.read.balances`) takes from its index."""
+    return sorted(
+        (balance(s.counterparty, s.given, s.received) for s in sides if s.given or s.received),
+        key=lambda b: b.counterparty,
+    )
+
+
 class Relationship(msgspec.Struct, frozen=True, kw_only=True):
     a: str
     b: str
@@ -122,14 +136,31 @@ def relationship(
     )
 
 
+def strength_order(side: Side) -> tuple[float, str]:
+    """Strongest first, then by counterparty: how a person's relationships rank.
+
+    Strength at any moment is ``2^(strength_log2 - age)`` with one age for all
+    pairs, so this is the order of strength at every moment (and stays exact
+    where strengths too faded to tell apart round to 0). It is the order of the
+    index the live read counts a rank over (:func:`ledger.projections.read.rank`).
+    """
+    return (-side.pair.strength_log2, side.counterparty)
+
+
+def rank_of(sides: Sequence[Side], counterparty: str) -> int | None:
+    """The rank (1 = strongest) of the relationship with ``counterparty``; None: none."""
+    found = next((s for s in sides if s.counterparty == counterparty), None)
+    if found is None:
+        return None
+    key = strength_order(found)
+    return 1 + sum(strength_order(s) < key for s in sides)
+
+
 def relationships_of(
     person: str, sides: Sequence[Side], now: datetime, policy: Policy
 ) -> list[Relationship]:
     """All of a person's relationships, ranked by strength for their cadence."""
-    ranked = sorted(
-        sides,
-        key=lambda s: (-strength_at(s.pair, now, policy.strength_half_life_days), s.counterparty),
-    )
+    ranked = sorted(sides, key=strength_order)
     return [relationship(person, side, now, policy, rank) for rank, side in enumerate(ranked, 1)]
 
 

@@ -54,6 +54,11 @@ class Violation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     event_id: uuid.UUID
     position: int
 
+    @property
+    def people(self) -> tuple[str, ...]:
+        """Whose violations it is among: its offender's and each affected person's."""
+        return tuple(dict.fromkeys((self.offender, *self.affected)))
+
 
 Judge = Callable[[ProjectedEvent, History, Policy], Iterator[Finding]]
 

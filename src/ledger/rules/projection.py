@@ -111,9 +111,20 @@ SELECT id, type, occurred_at, tx_id::text::bigint AS tx_id, position, data
 FROM events WHERE tenant_id = $1 AND id = ANY($2::uuid[])
 """
 
+# With each violation go its rows in violation_people (offender and affected).
 _DELETE_VIOLATIONS: Final = """
-DELETE FROM violations WHERE tenant_id = $1 AND generation = $2 AND event_id = ANY($3::uuid[])
-RETURNING id
+WITH gone AS (
+    DELETE FROM violations
+    WHERE tenant_id = $1 AND generation = $2 AND event_id = ANY($3::uuid[])
+    RETURNING id, offender, affected, occurred_at, position
+), unlisted AS (
+    DELETE FROM violation_people vp
+    USING gone, unnest(array_prepend(gone.offender, gone.affected)) AS who(person)
+    WHERE vp.tenant_id = $1 AND vp.generation = $2 AND vp.person = who.person
+      AND vp.occurred_at = gone.occurred_at AND vp.position = gone.position
+      AND vp.id = gone.id
+)
+SELECT id FROM gone
 """
 
 _LIVE_GENERATION: Final = """
@@ -153,6 +164,13 @@ FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text
      AS v(id, event_id, code, severity, offender, affected, evidence, occurred_at, position,
           explanation)
 """
+
+_INSERT_VIOLATION_PEOPLE: Final = """
+INSERT INTO violation_people (tenant_id, generation, person, occurred_at, position, id)
+SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::bigint[], $6::uuid[])
+"""
+
+_VIOLATION_PEOPLE_COLUMNS: Final = ("person", "occurred_at", "position", "id")
 
 # A full re-derivation judges the log in valid-time order, a page at a time.
 _EVENTS_BY_VALID_TIME: Final = """
@@ -264,6 +282,14 @@ async def _insert_violations(
         for v in found
     ]
     await conn.execute(_INSERT_VIOLATIONS, tenant_id, generation, *_columns(rows))
+    await conn.execute(
+        _INSERT_VIOLATION_PEOPLE, tenant_id, generation, *_columns(_people_rows(found))
+    )
+
+
+def _people_rows(found: list[Violation]) -> list[tuple[Any, ...]]:
+    """violation_people rows: a violation once for each person it is about."""
+    return [(person, v.occurred_at, v.position, v.id) for v in found for person in v.people]
 
 
 async def advance(
@@ -427,13 +453,18 @@ async def _copy(
             columns=("tenant_id", "generation", *_VIOLATION_COLUMNS),
             records=[(*head, *_violation_row(v)) for v in found],
         )
+        await conn.copy_records_to_table(
+            "violation_people",
+            columns=("tenant_id", "generation", *_VIOLATION_PEOPLE_COLUMNS),
+            records=[(*head, *row) for row in _people_rows(found)],
+        )
 
 
 _DAWN: Final = datetime.min.replace(tzinfo=UTC)
 
 VIOLATIONS: Final = Projection(
     name=NAME,
-    tables=("rule_facts", "violations"),
+    tables=("rule_facts", "violations", "violation_people"),
     advance=advance,
     refold=refold,
 )

@@ -72,27 +72,23 @@ ORDER BY v.occurred_at, v.position, v.id
 LIMIT $12
 """
 
-# A person's violations: the two index paths (offender, and the GIN index on
-# affected) first, then the other filters. In one statement with "$3 IS NULL
-# OR ...", a generic plan could use neither and read the whole generation.
+# A person's violations (offender or affected): a walk of their
+# violation_people rows in the list's order, stopping after the page, so a page
+# costs its own rows however many violations the person has. The other filters
+# are checked on the way; since and until bound the walk.
 _FOR_PERSON: Final = """
-WITH theirs AS (
-    SELECT id FROM violations
-    WHERE tenant_id = $1 AND generation = $2 AND offender = $3
-    UNION
-    SELECT id FROM violations
-    WHERE tenant_id = $1 AND generation = $2 AND affected @> ARRAY[$3::text]
-)
 SELECT v.id, v.code, v.severity, v.offender, v.affected, v.evidence, v.occurred_at,
        v.position, v.explanation
-FROM theirs JOIN violations v ON v.tenant_id = $1 AND v.generation = $2 AND v.id = theirs.id
-WHERE ($4::text IS NULL OR v.offender = $4)
+FROM violation_people vp
+JOIN violations v ON v.tenant_id = vp.tenant_id AND v.generation = vp.generation AND v.id = vp.id
+WHERE vp.tenant_id = $1 AND vp.generation = $2 AND vp.person = $3
+  AND ($4::text IS NULL OR v.offender = $4)
   AND ($5::text[] IS NULL OR v.code = ANY($5::text[]))
   AND ($6::text[] IS NULL OR v.severity = ANY($6::text[]))
-  AND ($7::timestamptz IS NULL OR v.occurred_at >= $7)
-  AND ($8::timestamptz IS NULL OR v.occurred_at < $8)
-  AND (v.occurred_at, v.position, v.id) > ($9, $10, $11)
-ORDER BY v.occurred_at, v.position, v.id
+  AND vp.occurred_at >= coalesce($7::timestamptz, '-infinity')
+  AND vp.occurred_at < coalesce($8::timestamptz, 'infinity')
+  AND (vp.occurred_at, vp.position, vp.id) > ($9, $10, $11)
+ORDER BY vp.occurred_at, vp.position, vp.id
 LIMIT $12
 """
 
