@@ -20,6 +20,7 @@ import secrets
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,6 +88,22 @@ def server_url() -> Iterator[str]:
     else:
         with tempfile.TemporaryDirectory(prefix="ledger-test-pg-") as folder:
             yield embedded_url(Path(folder))
+
+
+@asynccontextmanager
+async def database_at(server_url: str, revision: str) -> AsyncIterator[str]:
+    """A scratch database migrated up to ``revision`` (for testing the migrations
+    after it on data written the old way); its URL, dropped afterwards."""
+    name = f"ledger_test_{revision}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = with_database(server_url, name)
+        await asyncio.to_thread(upgrade, url, revision)
+        yield url
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

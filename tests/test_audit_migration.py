@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ import pytest
 from ledger.store.database import connect
 from ledger.store.migrate import upgrade
 from ledger.store.read import get_event
-from tests.conftest import with_database
+from tests.conftest import database_at
 from tests.test_audit_erasure import dump
 
 _OLD_APPEND = """
@@ -25,16 +24,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb)
 
 @pytest.fixture
 async def database_at_0002(server_url: str) -> AsyncIterator[str]:
-    name = f"ledger_test_0002_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = with_database(server_url, name)
-        await asyncio.to_thread(upgrade, url, "0002")
+    async with database_at(server_url, "0002") as url:
         yield url
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def test_upgrading_seals_old_registrations_and_shreds_the_forgotten(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from ledger.projections.projector import rebuild
 from ledger.rules.projection import VIOLATIONS
 from ledger.store.database import Pool
 from ledger.store.migrate import alembic_config, upgrade
-from tests.conftest import Tenant, make_tenant, with_database
+from tests.conftest import Tenant, database_at, make_tenant
 from tests.samples import event
 from tests.test_api_events import assert_problem, post
 from tests.test_projections import read_own_write
@@ -307,16 +306,8 @@ async def test_a_hubs_violations_page_in_order_through_late_arrivals_and_a_rebui
 
 @pytest.fixture
 async def database_at_0007(server_url: str) -> AsyncIterator[str]:
-    name = f"ledger_test_0007_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = with_database(server_url, name)
-        await asyncio.to_thread(upgrade, url, "0007")
+    async with database_at(server_url, "0007") as url:
         yield url
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def test_upgrading_lists_existing_violations_under_each_person(
