@@ -18,7 +18,7 @@ from the log, and both feed :meth:`History.observe` with the same facts.
 from __future__ import annotations
 
 import uuid
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort_right
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Final, Literal
@@ -136,35 +136,87 @@ class _PairFacts:
 _NONE: Final[list[Fact]] = []
 
 
+def _order(fact: Fact) -> tuple[datetime, int]:
+    return (fact.occurred_at, fact.position)
+
+
 class History:
-    """Facts per pair, appended in time order; what rules read.
+    """Facts per pair, kept in valid-time order; what rules read.
 
     Only pairs whose facts were observed are known; the projector makes sure
     every pair a judged event reads was loaded in full. Answers are lists in
     valid-time order, not copies: rules read them, never change them.
+
+    A history may hold facts later than the event being judged (the live
+    projector keeps pair histories between batches, and a late event lands
+    before facts it already has): :meth:`before` is the same history seen from
+    a moment, which is what a rule must be shown.
     """
 
-    def __init__(self) -> None:
-        self._pairs: dict[tuple[str, str], _PairFacts] = {}
+    def __init__(
+        self,
+        pairs: dict[tuple[str, str], _PairFacts] | None = None,
+        until: tuple[datetime, int] | None = None,
+    ) -> None:
+        self._pairs: dict[tuple[str, str], _PairFacts] = {} if pairs is None else pairs
+        self._until = until
+        self.size = 0
+
+    def before(self, moment: tuple[datetime, int]) -> History:
+        """This history as it stood just before ``moment`` (occurred_at, position)."""
+        return History(self._pairs, moment)
 
     def observe(self, facts: Iterable[Fact]) -> None:
+        """Add facts; in valid-time order they are appended, a late one is slotted in."""
         for fact in facts:
             pair = self._pairs.get(fact.pair)
             if pair is None:
                 pair = self._pairs[fact.pair] = _PairFacts()
-            pair.all.append(fact)
             actor = "" if fact.kind == "contact" else fact.actor
-            pair.by_kind.setdefault((fact.kind, actor), []).append(fact)
+            of_kind = pair.by_kind.setdefault((fact.kind, actor), [])
+            last = pair.all[-1] if pair.all else None
+            if last is None or (last.occurred_at, last.position) <= (
+                fact.occurred_at,
+                fact.position,
+            ):
+                pair.all.append(fact)  # the usual case, and the only one in a replay
+                of_kind.append(fact)
+            else:
+                insort_right(pair.all, fact, key=_order)
+                insort_right(of_kind, fact, key=_order)
+            self.size += 1
+
+    def knows(self, pair: tuple[str, str]) -> bool:
+        return pair in self._pairs
+
+    def forget(self, pair: tuple[str, str]) -> None:
+        """Drop a pair's facts (it must be observed in full again before it is read)."""
+        dropped = self._pairs.pop(pair, None)
+        if dropped is not None:
+            self.size -= len(dropped.all)
+
+    def after(self, pair: tuple[str, str], moment: tuple[datetime, int]) -> Sequence[Fact]:
+        """The pair's facts later than ``moment``: what a late event there may change."""
+        facts = self._pairs.get(pair)
+        if facts is None:
+            return _NONE
+        return facts.all[bisect_right(facts.all, moment, key=_order) :]
+
+    def _seen(self, facts: list[Fact]) -> Sequence[Fact]:
+        until = self._until
+        if until is None or not facts or _order(facts[-1]) < until:
+            return facts
+        return facts[: bisect_left(facts, until, key=_order)]
 
     def between(self, x: str, y: str) -> Sequence[Fact]:
         pair = self._pairs.get(key(x, y))
-        return _NONE if pair is None else pair.all
+        return _NONE if pair is None else self._seen(pair.all)
 
     # What rules ask, in the domain's words.
 
     def contacts(self, x: str, y: str) -> Sequence[Fact]:
         pair = self._pairs.get(key(x, y))
-        return _NONE if pair is None else pair.by_kind.get(("contact", ""), _NONE)
+        return _NONE if pair is None else self._seen(pair.by_kind.get(("contact", ""), _NONE))
 
     def last_contact_by(self, x: str, y: str, moment: datetime) -> Fact | None:
         """The latest contact between x and y at or before ``moment``."""
@@ -175,7 +227,7 @@ class History:
     def done(self, kind: FactKind, actor: str, other: str) -> Sequence[Fact]:
         """Facts of ``kind`` where ``actor`` acted towards ``other``."""
         pair = self._pairs.get(key(actor, other))
-        return _NONE if pair is None else pair.by_kind.get((kind, actor), _NONE)
+        return _NONE if pair is None else self._seen(pair.by_kind.get((kind, actor), _NONE))
 
     def granted(self, giver: str, receiver: str) -> Sequence[Fact]:
         return self.done("granted", giver, receiver)

@@ -4,20 +4,26 @@ Rules judge events in valid-time order, so a late event (back-filled last
 year) can change the verdict on events recorded before it. Each batch
 therefore:
 
-1. stores the facts its events leave on pairs (``rule_facts``);
+1. completes the pair histories it judges against with the full stored
+   history of each touched pair it lacks, and stores the batch's facts
+   (``rule_facts``);
 2. finds the events to (re-)judge: the batch, plus every event that left facts
    on one of the touched pairs *after* (in valid time) the new facts there;
-3. loads the full fact history of every pair those events read, folds it in
-   valid-time order with :class:`ledger.rules.history.History`, judging the
-   chosen events with :func:`ledger.rules.catalogue.judge` on the way;
+3. judges those events in valid-time order with
+   :func:`ledger.rules.catalogue.judge`, each against the histories as they
+   stood just before it (:meth:`ledger.rules.history.History.before`);
 4. replaces those events' violations.
 
-Cost: proportional to the history of the pairs touched, not to the tenant's
-log. A ``policy.changed`` event re-derives the tenant (thresholds changed for
-every later event). A rebuild (:func:`refold`) reads the log twice: its
-stream-opening events in log order for the parties of favors and
-introductions, then all of it in valid-time order to judge; the pair histories
-it holds in memory grow with the number of facts (about two per event).
+The live projector keeps the histories it has read from one batch to the next
+(:mod:`ledger.rules.memory`), so a batch reads only pairs it has not seen and
+costs about as much as its own events; without them (a rebuild catching up, a
+new process) a batch costs as much as the history of the pairs it touches,
+never the tenant's whole log. A ``policy.changed`` event re-derives the
+tenant (thresholds changed for every later event). A rebuild (:func:`refold`)
+reads the log twice: its stream-opening events in log order for the parties
+of favors and introductions, then all of it in valid-time order to judge; the
+pair histories it holds in memory grow with the number of facts (about two
+per event).
 """
 
 from __future__ import annotations
@@ -25,11 +31,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from itertools import groupby
 from typing import Any, Final
 
 from ledger.events.vocabulary import PolicyChanged
-from ledger.projections.core import OPENING_TYPES, Parties, PolicyTimeline, ProjectedEvent
+from ledger.projections.core import OPENING_TYPES, Parties, ProjectedEvent
 from ledger.projections.projector import (
     Projection,
     collector_paused,
@@ -39,6 +44,7 @@ from ledger.projections.projector import (
 from ledger.rules.catalogue import Violation, judge
 from ledger.rules.feed import announce, item_of
 from ledger.rules.history import Fact, History, facts_of
+from ledger.rules.memory import PairMemory
 from ledger.rules.read import item_of_row
 from ledger.rules.replay import Judging, parties_in
 from ledger.store.cursor import Cursor
@@ -46,6 +52,9 @@ from ledger.store.database import Connection
 from ledger.store.read import VISIBLE
 
 NAME: Final = "violations"
+
+# This process's copy of live pair histories (see ledger.rules.memory).
+MEMORY: Final = PairMemory()
 
 _FIRST_OF_STREAMS: Final = """
 SELECT DISTINCT ON (stream) id, type, occurred_at, tx_id::text::bigint AS tx_id, position, data
@@ -75,24 +84,21 @@ SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::bigi
                              $12::text[])
 """
 
-# Events with facts on a touched pair later (valid time) than the new facts there.
-# LATERAL ... OFFSET 0 keeps one index range scan per pair whatever the table's
-# statistics say: a hash join over the generation would make each batch cost
-# as much as the tenant's whole history.
-_LATER_ON_PAIRS: Final = """
-SELECT DISTINCT f.event_id
-FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::bigint[]) AS k(a, b, at, pos)
+# Statements that look rows up by a list of event ids go one id at a time
+# through the event_id index, and only then keep the tenant's generation
+# (LATERAL ... OFFSET 0, the filter outside it). A table never analysed
+# (autovacuum off, or not round yet) looks to the planner as if a tenant's
+# generation held a row or two, and it would otherwise walk all of the
+# generation's rows once for every id.
+_PAIRS_OF_EVENTS: Final = """
+SELECT DISTINCT f.a, f.b
+FROM unnest($3::uuid[]) AS k(event_id)
 CROSS JOIN LATERAL (
-    SELECT f.event_id FROM rule_facts f
-    WHERE f.tenant_id = $1 AND f.generation = $2 AND f.a = k.a AND f.b = k.b
-      AND (f.occurred_at, f.position) > (k.at, k.pos)
+    SELECT f.tenant_id, f.generation, f.a, f.b FROM rule_facts f
+    WHERE f.event_id = k.event_id
     OFFSET 0
 ) AS f
-"""
-
-_PAIRS_OF_EVENTS: Final = """
-SELECT DISTINCT a, b FROM rule_facts
-WHERE tenant_id = $1 AND generation = $2 AND event_id = ANY($3::uuid[])
+WHERE f.tenant_id = $1 AND f.generation = $2
 """
 
 _FACTS_ON_PAIRS: Final = """
@@ -112,23 +118,35 @@ FROM events WHERE tenant_id = $1 AND id = ANY($2::uuid[])
 """
 
 # With each violation go its rows in violation_people (offender and affected).
+# Rows are found one key at a time (see _PAIRS_OF_EVENTS), deleted by ctid.
 _DELETE_VIOLATIONS: Final = """
-WITH gone AS (
-    DELETE FROM violations
-    WHERE tenant_id = $1 AND generation = $2 AND event_id = ANY($3::uuid[])
-    RETURNING id, offender, affected, occurred_at, position
+WITH doomed AS (
+    SELECT v.ctid AS row, v.id, v.offender, v.affected, v.occurred_at, v.position
+    FROM unnest($3::uuid[]) AS k(event_id)
+    CROSS JOIN LATERAL (
+        SELECT v.ctid, v.* FROM violations v WHERE v.event_id = k.event_id OFFSET 0
+    ) AS v
+    WHERE v.tenant_id = $1 AND v.generation = $2
+), listed AS (
+    SELECT p.ctid AS row
+    FROM doomed d
+    CROSS JOIN unnest(array_prepend(d.offender, d.affected)) AS who(person)
+    CROSS JOIN LATERAL (
+        SELECT p.ctid FROM violation_people p
+        WHERE p.tenant_id = $1 AND p.generation = $2 AND p.person = who.person
+          AND p.occurred_at = d.occurred_at AND p.position = d.position AND p.id = d.id
+        OFFSET 0
+    ) AS p
 ), unlisted AS (
-    DELETE FROM violation_people vp
-    USING gone, unnest(array_prepend(gone.offender, gone.affected)) AS who(person)
-    WHERE vp.tenant_id = $1 AND vp.generation = $2 AND vp.person = who.person
-      AND vp.occurred_at = gone.occurred_at AND vp.position = gone.position
-      AND vp.id = gone.id
+    DELETE FROM violation_people WHERE ctid = ANY(ARRAY(SELECT row FROM listed))
 )
-SELECT id FROM gone
+DELETE FROM violations WHERE ctid = ANY(ARRAY(SELECT row FROM doomed))
+RETURNING id
 """
 
-_LIVE_GENERATION: Final = """
-SELECT generation FROM projection_state WHERE tenant_id = $1 AND projection = $2
+_LIVE_STATE: Final = """
+SELECT generation, checkpoint_tx, checkpoint_position, current_database() AS database
+FROM projection_state WHERE tenant_id = $1 AND projection = $2
 """
 
 _IDS: Final = "SELECT id FROM violations WHERE tenant_id = $1 AND generation = $2"
@@ -295,9 +313,17 @@ def _people_rows(found: list[Violation]) -> list[tuple[Any, ...]]:
 async def advance(
     conn: Connection, tenant_id: int, generation: int, events: list[ProjectedEvent]
 ) -> int | None:
-    """Judge a batch and re-judge what it changes; a policy change re-derives instead."""
-    live = await conn.fetchval(_LIVE_GENERATION, tenant_id, NAME) == generation
+    """Judge a batch and re-judge what it changes; a policy change re-derives instead.
+
+    The live generation is judged against the pair histories this process
+    remembers from its previous batch (:mod:`ledger.rules.memory`); any other
+    (a rebuild catching up) against histories read for the batch alone.
+    """
+    state = await conn.fetchrow(_LIVE_STATE, tenant_id, NAME)
+    live = state is not None and state["generation"] == generation
+    tenant = (state["database"] if state is not None else "", tenant_id)
     if any(isinstance(e.data, PolicyChanged) for e in events):
+        MEMORY.drop(tenant)
         before = [row["id"] for row in await conn.fetch(_IDS, tenant_id, generation)]
         folded = await refold(
             conn, tenant_id, generation, Cursor(events[-1].tx_id, events[-1].position)
@@ -306,62 +332,92 @@ async def advance(
             rows = await conn.fetch(_ROWS_EXCEPT, tenant_id, generation, before)
             await announce(conn, tenant_id, [item_of_row(row) for row in rows])
         return folded
-    parties = await _parties_for(conn, tenant_id, events)
-    new_facts = [fact for event in events for fact in facts_of(event, parties)]
-    await _insert_facts(conn, tenant_id, generation, new_facts)
-
-    earliest: dict[tuple[str, str], Fact] = {}
-    for fact in new_facts:
-        if fact.pair not in earliest or fact.order < earliest[fact.pair].order:
-            earliest[fact.pair] = fact
-    keys = list(earliest.items())
-    later = await conn.fetch(
-        _LATER_ON_PAIRS,
-        tenant_id,
-        generation,
-        [a for (a, _), _ in keys],
-        [b for (_, b), _ in keys],
-        [f.occurred_at for _, f in keys],
-        [f.position for _, f in keys],
-    )
-    batch = {e.id: e for e in events}
-    rejudged = [row["event_id"] for row in later if row["event_id"] not in batch]
-    judged: dict[uuid.UUID, ProjectedEvent] = dict(batch)
-    if rejudged:
-        for row in await conn.fetch(_EVENTS_BY_ID, tenant_id, rejudged):
-            judged[row["id"]] = to_projected(row)
-
-    ids = list(judged)
-    pairs = await conn.fetch(_PAIRS_OF_EVENTS, tenant_id, generation, ids)
-    facts = await conn.fetch(
-        _FACTS_ON_PAIRS,
-        tenant_id,
-        generation,
-        [row["a"] for row in pairs],
-        [row["b"] for row in pairs],
-    )
-    last = events[-1]
-    policies = await policies_until(conn, tenant_id, Cursor(last.tx_id, last.position))
-    found = _judge_along(map(_fact_of, facts), judged, policies)
+    if live:
+        assert state is not None
+        checkpoint = Cursor(state["checkpoint_tx"], state["checkpoint_position"])
+        history = MEMORY.claim(tenant, generation, checkpoint)
+    else:
+        history = History()
+    found, ids, used = await _judge_batch(conn, tenant_id, generation, events, history)
     gone = {row["id"] for row in await conn.fetch(_DELETE_VIOLATIONS, tenant_id, generation, ids)}
     await _insert_violations(conn, tenant_id, generation, found)
     if live:
         await announce(conn, tenant_id, [item_of(v) for v in found if v.id not in gone])
+        MEMORY.settle(tenant, Cursor(events[-1].tx_id, events[-1].position), used)
     return None
 
 
-def _judge_along(
-    facts: Iterable[Fact], judged: dict[uuid.UUID, ProjectedEvent], policies: PolicyTimeline
-) -> list[Violation]:
-    """Fold pair histories in valid-time order, judging the chosen events as they come."""
-    history = History()
+async def _judge_batch(
+    conn: Connection,
+    tenant_id: int,
+    generation: int,
+    events: list[ProjectedEvent],
+    history: History,
+) -> tuple[list[Violation], list[uuid.UUID], set[tuple[str, str]]]:
+    """Store the batch's facts and judge, in valid-time order, its events and every
+    event with facts on a touched pair after (valid time) the new facts there.
+
+    ``history`` is completed with the full histories of the pairs it lacks.
+    Returns the violations found, the ids of the events judged (their old
+    violations are replaced) and the pairs read.
+    """
+    parties = await _parties_for(conn, tenant_id, events)
+    new_facts = [fact for event in events for fact in facts_of(event, parties)]
+    earliest: dict[tuple[str, str], tuple[datetime, int]] = {}
+    for fact in new_facts:
+        if fact.pair not in earliest or fact.order < earliest[fact.pair]:
+            earliest[fact.pair] = fact.order
+    await _recall(conn, tenant_id, generation, history, earliest)
+    await _insert_facts(conn, tenant_id, generation, new_facts)
+
+    batch = {e.id: e for e in events}
+    rejudged = {
+        fact.event_id
+        for pair, moment in earliest.items()
+        for fact in history.after(pair, moment)
+        if fact.event_id not in batch
+    }
+    history.observe(new_facts)
+    judged: dict[uuid.UUID, ProjectedEvent] = dict(batch)
+    used = set(earliest)
+    if rejudged:
+        ids = list(rejudged)
+        for row in await conn.fetch(_EVENTS_BY_ID, tenant_id, ids):
+            judged[row["id"]] = to_projected(row)
+        pairs = {
+            (row["a"], row["b"])
+            for row in await conn.fetch(_PAIRS_OF_EVENTS, tenant_id, generation, ids)
+        }
+        await _recall(conn, tenant_id, generation, history, pairs)
+        used |= pairs
+
+    last = events[-1]
+    policies = await policies_until(conn, tenant_id, Cursor(last.tx_id, last.position))
     found: list[Violation] = []
-    for event_id, group in groupby(facts, key=lambda f: f.event_id):
-        event = judged.get(event_id)
-        if event is not None:
-            found.extend(judge(event, history, policies.at(event.occurred_at)))
-        history.observe(group)
-    return found
+    for event in sorted(judged.values(), key=lambda e: (e.occurred_at, e.position)):
+        moment = (event.occurred_at, event.position)
+        found.extend(judge(event, history.before(moment), policies.at(event.occurred_at)))
+    return found, list(judged), used
+
+
+async def _recall(
+    conn: Connection,
+    tenant_id: int,
+    generation: int,
+    history: History,
+    pairs: Iterable[tuple[str, str]],
+) -> None:
+    """Read into ``history`` the full stored histories of the ``pairs`` it lacks."""
+    missing = sorted(pair for pair in pairs if not history.knows(pair))
+    if missing:
+        rows = await conn.fetch(
+            _FACTS_ON_PAIRS,
+            tenant_id,
+            generation,
+            [a for a, _ in missing],
+            [b for _, b in missing],
+        )
+        history.observe(map(_fact_of, rows))
 
 
 # The stream-opening events of the log up to a cursor, in log order (the first
