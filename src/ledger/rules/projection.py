@@ -113,8 +113,10 @@ ORDER BY f.occurred_at, f.position
 """
 
 _EVENTS_BY_ID: Final = """
-SELECT id, type, occurred_at, tx_id::text::bigint AS tx_id, position, data
-FROM events WHERE tenant_id = $1 AND id = ANY($2::uuid[])
+SELECT e.id, e.type, e.occurred_at, e.tx_id::text::bigint AS tx_id, e.position, e.data
+FROM unnest($2::uuid[]) AS k(id)
+CROSS JOIN LATERAL (SELECT * FROM events WHERE id = k.id OFFSET 0) AS e
+WHERE e.tenant_id = $1
 """
 
 # With each violation go its rows in violation_people (offender and affected).
