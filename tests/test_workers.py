@@ -10,12 +10,17 @@ import asyncio
 import signal
 import subprocess
 import sys
+from typing import Any
 
+import pytest
+
+from ledger.projections import projector
 from ledger.projections.projector import refold, state_of
+from ledger.scenario import Scenario
 from ledger.store.append import append
 from ledger.store.cursor import Cursor
-from ledger.store.database import Pool
-from tests.conftest import Tenant
+from ledger.store.database import Connection, Pool
+from tests.conftest import Tenant, make_tenant
 from tests.test_cli import env_with
 from tests.test_projections import _fixed_history, dump
 from tests.test_store import new_events
@@ -70,3 +75,49 @@ async def test_two_project_workers_share_the_work_without_double_applying(
             worker.send_signal(signal.SIGTERM)
         for worker in workers:
             assert worker.wait(timeout=30) == 0
+
+
+async def test_tenants_take_turns_so_one_backlog_does_not_hold_back_another(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The big tenant is first in line with three batches per projection; the small
+    one's single batch must not wait for all of them."""
+    big, small = await make_tenant(pool), await make_tenant(pool)
+    generated = [g.wire for g in Scenario(people=30, seed=3).events(2500)]
+    async with pool.acquire() as conn:
+        for i in range(0, len(generated), 500):
+            big_head, _ = await append(conn, big.id, new_events(*generated[i : i + 500]))
+        small_head, _ = await append(conn, small.id, new_events(*_fixed_history()[:5]))
+    assert len(generated) > 2 * projector.BATCH_SIZE, "a backlog of several batches"
+    calls: list[tuple[int, str]] = []
+    real_catch_up = projector.catch_up
+
+    async def recorded(conn: Connection, tenant_id: int, **options: Any) -> int:
+        applied = await real_catch_up(conn, tenant_id, **options)
+        if applied and tenant_id in (big.id, small.id):
+            calls.append((tenant_id, options["projection"].name))
+        return applied
+
+    monkeypatch.setattr(projector, "catch_up", recorded)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(projector.run(pool, poll_interval=0.05, stop=stop))
+    try:
+        async with pool.acquire() as conn:
+            for tenant, head in ((big, big_head), (small, small_head)):
+                for name in ("network", "violations"):
+                    for _ in range(600):
+                        if (await state_of(conn, tenant.id, name)).checkpoint >= Cursor.decode(
+                            head.cursor
+                        ):
+                            break
+                        await asyncio.sleep(0.05)
+                    else:
+                        raise AssertionError(f"{name} never caught up for {tenant.name}")
+    finally:
+        stop.set()
+        await worker
+
+    for name in ("network", "violations"):
+        order = [tenant_id for tenant_id, projection in calls if projection == name]
+        last_big = len(order) - 1 - order[::-1].index(big.id)
+        assert order.index(small.id) < last_big, f"{name}: the small tenant waited: {order}"

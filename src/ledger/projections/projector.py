@@ -553,6 +553,9 @@ async def run(
 
     Woken by LISTEN/NOTIFY after appends; polls as well, so a missed
     notification (or one from another worker's crash) delays nothing for long.
+    Tenants and projections take turns, one batch each per pass, until none is
+    behind: a tenant with a backlog of a million events (or a slow projection)
+    does not hold back everyone else's next batch.
     """
     if projections is None:
         from ledger.projections.registry import PROJECTIONS  # the registry imports this module
@@ -566,13 +569,23 @@ async def run(
             wake.clear()
             try:
                 async with pool.acquire() as conn:
-                    for projection in projections:
-                        for tenant_id in await tenants_behind(conn, projection.name):
-                            await catch_up(conn, tenant_id, worker=worker, projection=projection)
+                    while await _one_pass(conn, projections, worker) and not stop.is_set():
+                        pass
             except Exception:
                 _log.exception("projector pass failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(wake, stop), timeout=poll_interval)
+
+
+async def _one_pass(conn: Connection, projections: Sequence[Projection], worker: str) -> bool:
+    """One batch for every tenant behind in every projection; whether any was applied."""
+    applied = 0
+    for projection in projections:
+        for tenant_id in await tenants_behind(conn, projection.name):
+            applied += await catch_up(
+                conn, tenant_id, worker=worker, projection=projection, max_batches=1
+            )
+    return applied > 0
 
 
 async def _first(*events: asyncio.Event) -> None:
