@@ -11,9 +11,11 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from ledger.projections import projector
 from ledger.projections.projector import rebuild, refold, state_of, status
 from ledger.store.append import append
 from ledger.store.cursor import Cursor
@@ -173,3 +175,31 @@ async def test_a_killed_server_recovers_to_projections_equal_to_a_rebuild(
         async with conn.transaction():
             await refold(conn, tenant.id, 96, state.checkpoint)
             assert live == await dump(conn, tenant.id, 96)
+
+
+async def test_a_rebuild_writes_and_drops_generations_in_chunks_and_keeps_every_row(
+    pool: Pool, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks small enough that every table takes several: the rebuilt generation
+    equals the live one, and nothing of the generation it replaced is left."""
+    monkeypatch.setattr(projector, "CHUNK", 7)
+    monkeypatch.setattr(projector, "DROP_CHUNK", 5)
+    async with pool.acquire() as conn:
+        result, _ = await append(conn, tenant.id, new_events(*_fixed_history()))
+        await settle(conn, tenant.id, Cursor.decode(result.cursor))
+        live = await state_of(conn, tenant.id)
+        expected = await dump(conn, tenant.id, live.generation)
+        assert len(expected) > 3 * 7, "enough rows for several chunks"
+
+        await rebuild(conn, tenant.id)
+
+        fresh = await state_of(conn, tenant.id)
+        assert fresh.generation == live.generation + 1
+        assert await dump(conn, tenant.id, fresh.generation) == expected
+        for table in projector.NETWORK.tables:
+            left = await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE tenant_id = $1 AND generation = $2",
+                tenant.id,
+                live.generation,
+            )
+            assert left == 0, f"{table} kept {left} rows of the replaced generation"
