@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ledger.projections.core import PolicyTimeline
-from ledger.projections.projector import catch_up, to_projected
+from ledger.projections.projector import catch_up, state_of, to_projected
 from ledger.rules import projection
 from ledger.rules.history import Fact, History
 from ledger.rules.memory import PairMemory
@@ -120,12 +120,7 @@ async def test_a_batch_by_another_worker_makes_the_memory_start_over(
             await settle(conn, tenant.id, Cursor.decode(result.cursor))
         assert await stored_verdicts(conn, tenant.id) == await expected_verdicts(conn, tenant.id)
         database = await conn.fetchval("SELECT current_database()")
-        state = await conn.fetchrow(
-            "SELECT checkpoint_tx, checkpoint_position FROM projection_state "
-            "WHERE tenant_id = $1 AND projection = 'violations'",
-            tenant.id,
-        )
-    checkpoint = Cursor(state["checkpoint_tx"], state["checkpoint_position"])
+        checkpoint = (await state_of(conn, tenant.id, VIOLATIONS.name)).checkpoint
     idle = workers[len(range(0, len(events), 5)) % 2]  # the one that did not take the last turn
     assert idle.claim((database, tenant.id), 1, checkpoint).size == 0
 
