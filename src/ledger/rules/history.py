@@ -21,6 +21,7 @@ import uuid
 from bisect import bisect_left, bisect_right, insort_right
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Final, Literal
 
 import msgspec
@@ -136,8 +137,7 @@ class _PairFacts:
 _NONE: Final[list[Fact]] = []
 
 
-def _order(fact: Fact) -> tuple[datetime, int]:
-    return (fact.occurred_at, fact.position)
+_order = attrgetter("order")  # the key Fact.order, for bisect
 
 
 class History:
@@ -163,7 +163,8 @@ class History:
         self.size = 0
 
     def before(self, moment: tuple[datetime, int]) -> History:
-        """This history as it stood just before ``moment`` (occurred_at, position)."""
+        """This history as it stood just before ``moment`` (occurred_at, position):
+        a view to read, sharing this history's facts (observe on the history)."""
         return History(self._pairs, moment)
 
     def observe(self, facts: Iterable[Fact]) -> None:
