@@ -3,7 +3,10 @@
 One transaction per batch. Correctness under concurrency rests on the
 database's unique constraints, not on locks held by this process:
 
-- ``(tenant_id, id)``: a retried event is found and compared, never duplicated;
+- ``(id, tenant_id)``: a retried event is found and compared, never duplicated.
+  The first attempt does not look for stored ids at all (1,000 index probes,
+  about a tenth of a batch's time, for what is nearly always a new batch): the
+  key refuses a stored one, and the attempt after that looks;
 - ``(tenant_id, stream, version)``: two writers that read the same stream
   version cannot both append after it. The loser's transaction is retried from
   the start, and the retry sees the winner's event: it then either fits
@@ -38,6 +41,8 @@ from ledger.store.database import Connection
 from ledger.webhooks.store import EVENT_OUTBOX
 
 MAX_ATTEMPTS: Final = 8
+# The key that a retried event's id runs into (migration 0009).
+_EVENT_KEY: Final = "events_pkey"
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -155,15 +160,16 @@ async def append_batches(
     locks = _BEGIN_AND_LOCK.format(
         locks=", ".join(f"pg_advisory_xact_lock({k})" for k in _lock_keys(tenant_id, everything))
     )
+    probe = False
     for attempt in range(MAX_ATTEMPTS):
         try:
             if conn.is_in_transaction():
                 async with conn.transaction():
                     await conn.execute(locks.removeprefix("BEGIN; "))
-                    return await _place(conn, tenant_id, batches)
+                    return await _place(conn, tenant_id, batches, probe=probe)
             await conn.execute(locks)
             try:
-                outcomes = await _place(conn, tenant_id, batches)
+                outcomes = await _place(conn, tenant_id, batches, probe=probe)
             except BaseException:
                 if not conn.is_closed():
                     with contextlib.suppress(Exception):
@@ -171,10 +177,13 @@ async def append_batches(
                 raise
             await conn.execute("COMMIT")
             return outcomes
-        except asyncpg.UniqueViolationError:
-            # A concurrent writer won a stream version or stored one of these ids
-            # first; start again and see what it wrote.
-            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
+        except asyncpg.UniqueViolationError as collided:
+            # One of these ids is stored (a retry), or a concurrent writer won a
+            # stream version; start again, looking for stored ids this time. Only
+            # a race with another writer is worth a pause.
+            probe = True
+            if collided.constraint_name != _EVENT_KEY:
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
     raise VersionConflict(
         f"the batch kept colliding with concurrent appends to the same streams "
         f"({MAX_ATTEMPTS} attempts); retry it, with expected_version if you need ordering",
@@ -203,13 +212,15 @@ class _Plan(msgspec.Struct):
     versions: list[int]
 
 
-async def _place(conn: Connection, tenant_id: int, batches: list[list[NewEvent]]) -> list[Outcome]:
+async def _place(
+    conn: Connection, tenant_id: int, batches: list[list[NewEvent]], *, probe: bool
+) -> list[Outcome]:
     everything = [event for batch in batches for event in batch]
     streams = {event.stream for event in everything}
     rows = await conn.fetch(
         _STATE,
         tenant_id,
-        [event.id for event in everything if event.id_given],
+        [event.id for event in everything if event.id_given] if probe else [],
         sorted(s for s in streams if has_lifecycle(s)),
         sorted(s for s in streams if not has_lifecycle(s)),
     )
@@ -224,6 +235,10 @@ async def _place(conn: Connection, tenant_id: int, batches: list[list[NewEvent]]
             plans.append(_Plan(stored, fresh, _versions_of(fresh, versions, histories)))
         except LedgerError as refused:
             plans.append(refused)
+    if not probe and any(isinstance(plan, LedgerError) for plan in plans):
+        # A retry looks refused (its stream moved on, its favor is granted)
+        # until its events are found stored: look, then judge again.
+        return await _place(conn, tenant_id, batches, probe=True)
     fresh = [e for plan in plans if isinstance(plan, _Plan) for e in plan.fresh]
     inserted: dict[uuid.UUID, _Stored] = {}
     if fresh:
