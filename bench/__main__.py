@@ -46,6 +46,7 @@ from bench.workloads import (
     Run,
     Watch,
     batch_body,
+    children_of,
     copy_rows,
     drive,
     http_append,
@@ -81,7 +82,7 @@ CONNECT_TIMEOUT_S: Final = 5.0
 SUBPROCESS_TIMEOUT_S: Final = 120.0
 SERVER_START_TIMEOUT_S: Final = 60.0
 SERVER_STOP_TIMEOUT_S: Final = 15.0
-CPU_PARTS: Final = ("bench", "server", "postgres", "rest", "machine")
+CPU_PARTS: Final = ("bench", "server", "projector", "postgres", "rest", "machine")
 MIN_CPU_WINDOW_S: Final = 1.0
 
 
@@ -307,6 +308,7 @@ async def measure(
             results[f"batch_{size}_ratio"] = ratio(batch, copy)
             rows.append((f"HTTP append, {size} events/request", batch, f"COPY {size} rows", copy))
         results["server_rss_mb_peak"] = server.peak_rss_mb()
+        results["projector_rss_mb_peak"] = server.projector_rss_mb()
     # The names issue 5 reads: the figures at 64 clients and batches of 1,000.
     results["batch_copy_eps"] = results[f"batch_copy_{BATCH_SIZES[-1]}_eps"]
     results["batch_ratio"] = results[f"batch_{BATCH_SIZES[-1]}_ratio"]
@@ -385,7 +387,8 @@ async def projections(sizes: Sizes, url: str) -> dict[str, float]:
         f"max {results['lag_max_s']:.2f} s"
     )
     print(
-        f"peak RSS: server {results['server_rss_mb_rebuild']:.0f} MiB; rebuild process "
+        f"peak RSS: server {results['server_rss_mb_rebuild']:.0f} MiB, its projector "
+        f"{results['projector_rss_mb_rebuild']:.0f} MiB; rebuild process "
         f"{rebuilt_small.peak_rss_mb:.0f} MiB at {small:,} events, "
         f"{results['rebuild_rss_mb_peak']:.0f} MiB at {n:,}; bench process (in-process "
         f"rebuilds and reads) {results['bench_rss_mb_peak']:.0f} MiB"
@@ -407,6 +410,7 @@ async def rebuild_under_load(sizes: Sizes, url: str, tenant_id: int, key: str) -
         behind = await lag.under_load(url, tenant_id, server.connect, rebuild, sizes.load_rate)
         rebuilt = rebuild.result()
         server_rss = server.peak_rss_mb()
+        projector_rss = server.projector_rss_mb()
     found = REBUILT.search(rebuilt.output)
     if found is None:
         raise BenchError(f"the rebuild did not say what it did:\n{rebuilt.output[-2000:]}")
@@ -420,6 +424,7 @@ async def rebuild_under_load(sizes: Sizes, url: str, tenant_id: int, key: str) -
         "lag_max_s": round(behind.percentile_s(100), 3),
         "rebuild_rss_mb_peak": rebuilt.peak_rss_mb,
         "server_rss_mb_rebuild": server_rss,
+        "projector_rss_mb_rebuild": projector_rss,
     }
 
 
@@ -458,7 +463,8 @@ def figures(name: str, run: Run) -> dict[str, float]:
 def counted(run: Run, part: str) -> bool:
     """Whether a CPU share means something: /proc counts in clock ticks (10 ms),
     so a share over a short timed total is mostly rounding."""
-    return run.seconds >= MIN_CPU_WINDOW_S and (part != "server" or run.cpu.server > 0)
+    served = part not in ("server", "projector") or run.cpu.server > 0
+    return run.seconds >= MIN_CPU_WINDOW_S and served
 
 
 def ratio(subject: Run, baseline: Run) -> float:
@@ -621,6 +627,10 @@ class Serving:
     def peak_rss_mb(self) -> float:
         """The server process's peak resident set so far (VmHWM), in MiB."""
         return lag.peak_rss_mb(self.pid)
+
+    def projector_rss_mb(self) -> float:
+        """The same for the server's projector process (0 if there is none)."""
+        return max((lag.peak_rss_mb(child) for child in children_of(self.pid)), default=0.0)
 
     async def __aenter__(self) -> Serving:
         progress(f"starting `ledger serve` on {self.base_url}")

@@ -89,15 +89,17 @@ class Run:
         )
 
     def cores(self, part: str) -> float:
-        """Average cores busy during the run: ``bench``, ``server``, ``postgres``,
-        ``machine``, or ``rest`` (the machine less the other three)."""
+        """Average cores busy during the run: ``bench``, ``server``, ``projector``
+        (the server's child), ``postgres``, ``machine``, or ``rest`` (the machine
+        less the others)."""
         cpu = self.cpu
         used = {
             "bench": cpu.bench,
             "server": cpu.server,
+            "projector": cpu.projector,
             "postgres": cpu.postgres,
             "machine": cpu.machine,
-            "rest": cpu.machine - cpu.bench - cpu.server - cpu.postgres,
+            "rest": cpu.machine - cpu.bench - cpu.server - cpu.projector - cpu.postgres,
         }
         return max(0.0, used[part]) / self.seconds if self.seconds > 0 else 0.0
 
@@ -131,13 +133,15 @@ class Watch:
 @dataclass(frozen=True)
 class Cpu:
     """CPU seconds (Linux /proc; zeros elsewhere): this process, the HTTP
-    server, the PostgreSQL backends of the bench database, and all cores of the
-    machine (every process: a busy neighbour shows up here)."""
+    server, its projector process, the PostgreSQL backends of the bench
+    database, and all cores of the machine (every process: a busy neighbour
+    shows up here)."""
 
     bench: float = 0.0
     server: float = 0.0
     postgres: float = 0.0
     machine: float = 0.0
+    projector: float = 0.0
 
     def __add__(self, other: Cpu) -> Cpu:
         return Cpu(
@@ -145,6 +149,7 @@ class Cpu:
             self.server + other.server,
             self.postgres + other.postgres,
             self.machine + other.machine,
+            self.projector + other.projector,
         )
 
     def __sub__(self, other: Cpu) -> Cpu:
@@ -153,6 +158,7 @@ class Cpu:
             self.server - other.server,
             self.postgres - other.postgres,
             self.machine - other.machine,
+            self.projector - other.projector,
         )
 
     @classmethod
@@ -160,9 +166,12 @@ class Cpu:
         """A snapshot; this process's time is read last unless given, so that
         reading /proc is counted in neither window of :func:`drive`."""
         server = _process_cpu(watch.server_pid) if watch.server_pid is not None else 0.0
+        projector = _children_cpu(watch.server_pid) if watch.server_pid is not None else 0.0
         postgres = _backends_cpu(watch.database) if watch.database is not None else 0.0
         machine = _machine_busy()
-        return cls(time.process_time() if bench is None else bench, server, postgres, machine)
+        return cls(
+            time.process_time() if bench is None else bench, server, postgres, machine, projector
+        )
 
 
 _TICK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -176,6 +185,23 @@ def _process_cpu(pid: int | str) -> float:
         return 0.0
     fields = stat.rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (the server's projector)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _children_cpu(pid: int) -> float:
+    return sum(_process_cpu(child) for child in children_of(pid))
 
 
 def _backends_cpu(database: str) -> float:

@@ -32,6 +32,7 @@ from ledger.api.webhooks import ROUTES as WEBHOOK_ROUTES
 from ledger.errors import LedgerError
 from ledger.feeds.wakeups import listening
 from ledger.projections import projector
+from ledger.projections.supervisor import ChildProjector
 from ledger.ratelimit import RateLimiter
 from ledger.rules.feed import CHANNEL as VIOLATIONS_CHANNEL
 from ledger.store.append import NOTIFY_CHANNEL
@@ -61,6 +62,7 @@ def create_app(
     pool_size: int = 16,
     max_body_bytes: int = 16 * 1024 * 1024,
     run_projector: bool = True,
+    projector_process: ChildProjector | None = None,
     min_cursor_wait: float = 5.0,
     feed: FeedSettings | None = None,
     webhooks: DispatchSettings | None = DEFAULT_DISPATCH,
@@ -70,8 +72,9 @@ def create_app(
     """An app serving ``database_url``.
 
     Migrations run at startup unless told not to; the projector runs inside the
-    server unless told not to (then run ``ledger project`` workers); so does the
-    webhook dispatcher, unless ``webhooks`` is None. Requests are limited per
+    server unless told not to (then run ``ledger project`` workers), or, given
+    ``projector_process``, as that child process once migrations are done; the
+    webhook dispatcher runs inside, unless ``webhooks`` is None. Requests are limited per
     API key when ``rate_limit_per_second`` is above 0.
     """
 
@@ -83,7 +86,8 @@ def create_app(
         # security); background work (the projector's LISTEN and passes, the feeds'
         # LISTEN, the webhook dispatcher, metrics and readiness) uses a worker pool
         # of its own, large enough that they never wait for each other.
-        background = 3 + (2 if run_projector else 0) + (1 if webhooks is not None else 0)
+        inline = run_projector and projector_process is None
+        background = 3 + (2 if inline else 0) + (1 if webhooks is not None else 0)
         app.state.bindings = bindings = Bindings()
         app.state.tenant_pool = tenant_pool = await create_pool(
             database_url,
@@ -106,10 +110,13 @@ def create_app(
         app.state.feed_settings = feed or FeedSettings()
         app.state.rate_limiter = RateLimiter(rate_limit_per_second, rate_limit_burst)
         stop = asyncio.Event()
-        worker = (
-            asyncio.create_task(projector.run(app.state.pool, stop=stop)) if run_projector else None
-        )
+        worker = None
+        if inline:
+            worker = asyncio.create_task(projector.run(app.state.pool, stop=stop))
+        elif run_projector and projector_process is not None:
+            worker = asyncio.create_task(projector_process.run(stop))
         app.state.projector = worker
+        app.state.projector_process = projector_process if run_projector else None
         try:
             async with listening(
                 app.state.pool, [NOTIFY_CHANNEL, WEBHOOKS_CHANNEL, VIOLATIONS_CHANNEL]

@@ -19,6 +19,7 @@ from litestar import Litestar, Request, Response, get
 from ledger.api.state import pool_of
 from ledger.observe.metrics import CONTENT_TYPE, Metrics
 from ledger.observe.requests import RequestObserver
+from ledger.projections.supervisor import ChildProjector
 from ledger.store.migrate import alembic_config
 
 READY_TIMEOUT_SECONDS: Final = 2.0
@@ -61,7 +62,8 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     summary="Readiness: the database answers, its schema is at head, the projector runs",
     description=(
         "200 when this process can serve correctly, else 503 with the failing check. "
-        "`projector` is `external` when the server runs with `--no-projector`."
+        "`projector` is `external` when the server runs with `--no-projector`, and fails "
+        "while the server restarts its projector process after it exited."
     ),
     responses={},
 )
@@ -69,7 +71,9 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     checks = {
         "database": Check(ok=False, detail="unreachable"),
         "migrations": Check(ok=False, detail="unknown: the database is unreachable"),
-        "projector": _projector_check(request.app.state.get("projector")),
+        "projector": _projector_check(
+            request.app.state.get("projector"), request.app.state.get("projector_process")
+        ),
     }
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS), pool_of(request).acquire() as conn:
@@ -100,11 +104,14 @@ async def _migrations_check(conn: Any) -> Check:
     return Check(ok=True, detail=f"at head {', '.join(sorted(heads))}")
 
 
-def _projector_check(task: asyncio.Task[None] | None) -> Check:
+def _projector_check(task: asyncio.Task[None] | None, child: ChildProjector | None) -> Check:
     if task is None:
         return Check(ok=True, detail="external: run `ledger project` workers")
     if task.done():
         return Check(ok=False, detail="stopped: this server's projector is not running")
+    if child is not None:
+        # Not ready only between an exit and its restart, not while first starting.
+        return Check(ok=child.running() or not child.exits, detail=child.describe())
     return Check(ok=True, detail="running")
 
 

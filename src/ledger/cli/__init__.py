@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from ledger.cli import audit
 from ledger.cli import verify as verify_commands
@@ -30,6 +31,8 @@ from ledger.store.migrate import upgrade
 from ledger.tenants.keys import SCOPES, create_key, list_keys, revoke_key
 
 T = TypeVar("T")
+# How often a server's projector checks that the server is still there.
+ORPHAN_CHECK_S: Final = 0.5
 
 _DATABASE_HELP = (
     "Database: LEDGER_DATABASE_URL if set, else an embedded PostgreSQL with its data in "
@@ -66,10 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", help="interface to listen on (default: LEDGER_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: LEDGER_PORT or 8000)")
-    serve.add_argument(
+    placement = serve.add_mutually_exclusive_group()
+    placement.add_argument(
         "--no-projector",
         action="store_true",
-        help="do not run the projector in this process (run `ledger project` workers instead)",
+        help="run no projector (run `ledger project` workers instead); by default the server "
+        "keeps one running as a child process",
+    )
+    placement.add_argument(
+        "--inline-projector",
+        action="store_true",
+        help="run the projector inside the API process: one process, but folding events then "
+        "takes turns with serving requests",
     )
     serve.add_argument(
         "--no-webhooks",
@@ -89,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     project.add_argument(
         "--poll", type=float, default=1.0, help="seconds between polls besides notifications"
+    )
+    project.add_argument(
+        "--exit-with",
+        type=int,
+        metavar="PID",
+        help="stop when PID, this worker's parent, is gone (how `ledger serve` runs its projector)",
     )
     project.set_defaults(run=_project)
 
@@ -204,6 +221,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from ledger.api.app import create_app
     from ledger.api.feeds import FeedSettings
+    from ledger.projections.supervisor import ChildProjector
     from ledger.webhooks.dispatcher import dispatch_settings
 
     host = args.host or settings.host
@@ -213,11 +231,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     url = _url(settings)
     print(f"ledger: database: {where}", file=sys.stderr)
     print(f"ledger: serving http://{host}:{port}  (health: /health, API: /v1)", file=sys.stderr)
+    child = (
+        None
+        if args.no_projector or args.inline_projector
+        else ChildProjector(
+            [sys.executable, "-m", "ledger.cli", "project", "--exit-with", str(os.getpid())],
+            {**os.environ, "LEDGER_DATABASE_URL": url},
+        )
+    )
     app = create_app(
         url,
         pool_size=settings.pool_size,
         max_body_bytes=settings.max_body_bytes,
         run_projector=not args.no_projector,
+        projector_process=child,
         min_cursor_wait=settings.min_cursor_wait,
         feed=FeedSettings(heartbeat=settings.feed_heartbeat, poll=settings.feed_poll),
         webhooks=None if args.no_webhooks else dispatch_settings(settings),
@@ -302,16 +329,34 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        orphaned = (
+            asyncio.create_task(_stop_when_orphaned(args.exit_with, stop))
+            if args.exit_with
+            else None
+        )
         print(
             f"ledger: projector {projector.worker_name()} running; Ctrl-C stops it", file=sys.stderr
         )
         try:
             await projector.run(pool, poll_interval=args.poll, stop=stop)
         finally:
+            if orphaned is not None:
+                orphaned.cancel()
             await pool.close()
 
     asyncio.run(work())
     return 0
+
+
+async def _stop_when_orphaned(parent: int, stop: asyncio.Event) -> None:
+    """A server killed outright (SIGKILL, OOM) cannot stop its projector: the
+    projector notices it has been handed to another parent, and stops."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            print(f"ledger: process {parent} is gone; projector stopping", file=sys.stderr)
+            stop.set()
+            return
+        await asyncio.sleep(ORPHAN_CHECK_S)
 
 
 def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
