@@ -56,6 +56,8 @@ from bench.workloads import (
     single_rows,
     store_append,
 )
+from ledger.projections import projector
+from ledger.projections.registry import PROJECTIONS
 from ledger.scenario import Scenario
 from ledger.store.database import Pool, create_pool, embedded_url
 from ledger.store.migrate import upgrade
@@ -82,6 +84,8 @@ CONNECT_TIMEOUT_S: Final = 5.0
 SUBPROCESS_TIMEOUT_S: Final = 120.0
 SERVER_START_TIMEOUT_S: Final = 60.0
 SERVER_STOP_TIMEOUT_S: Final = 15.0
+SETTLE_TIMEOUT_S: Final = 300.0
+SETTLE_POLL_S: Final = 0.05
 CPU_PARTS: Final = ("bench", "server", "projector", "postgres", "rest", "machine")
 MIN_CPU_WINDOW_S: Final = 1.0
 
@@ -284,6 +288,9 @@ async def measure(
             count = batches_per_round(size)
             return await http_batches(size, count, r * count * size)
 
+        async def settle() -> None:
+            await caught_up(pool, TENANT)
+
         await http_singles(CONCURRENCY, WARMUP_PER_WORKER, 0)
         for clients in LEVELS:
             http, base = await paired(
@@ -291,6 +298,7 @@ async def measure(
                 sizes.rounds,
                 partial(raw_round, clients),
                 partial(http_round, clients),
+                settle,
             )
             results.update(figures(f"append_http_c{clients}", http))
             results.update(figures(f"append_raw_c{clients}", base))
@@ -302,6 +310,7 @@ async def measure(
                 sizes.rounds,
                 partial(copy_round, size),
                 partial(batch_round, size),
+                settle,
             )
             results.update(figures(f"batch_http_{size}", batch))
             results.update(figures(f"batch_copy_{size}", copy))
@@ -433,19 +442,40 @@ async def paired(
     rounds: int,
     baseline: Callable[[int], Awaitable[Run]],
     subject: Callable[[int], Awaitable[Run]],
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Run, Run]:
     """Run baseline and subject in alternating rounds (AB BA AB ...), so that
-    drift and warm caches favour neither; return (subject, baseline) totals."""
+    drift and warm caches favour neither; return (subject, baseline) totals.
+    ``settle`` runs before every round, off the clock."""
     base = subj = EMPTY
     for r in range(rounds):
         progress(f"{what}: round {r + 1}/{rounds}")
-        if r % 2 == 0:
-            base += await baseline(r)
-            subj += await subject(r)
-        else:
-            subj += await subject(r)
-            base += await baseline(r)
+        order = (baseline, subject) if r % 2 == 0 else (subject, baseline)
+        for timed in order:
+            if settle is not None:
+                await settle()
+            run = await timed(r)
+            if timed is baseline:
+                base += run
+            else:
+                subj += run
     return subj, base
+
+
+async def caught_up(pool: Pool, tenant: str) -> None:
+    """Wait until the server's projector has applied the tenant's whole log, so
+    that the projection work one round caused is not done on the next round's
+    clock (the projector runs in its own process, beside whatever is timed)."""
+    async with asyncio.timeout(SETTLE_TIMEOUT_S), pool.acquire() as conn:
+        while True:
+            behind = [
+                state.lag_events
+                for name in PROJECTIONS
+                for state in await projector.status(conn, tenant, name)
+            ]
+            if not any(behind):
+                return
+            await asyncio.sleep(SETTLE_POLL_S)
 
 
 def figures(name: str, run: Run) -> dict[str, float]:
@@ -497,8 +527,8 @@ def print_table(rows: list[tuple[str, Run, str, Run]]) -> None:
             shares = [f"{run.cores(part):.2f}" if counted(run, part) else "-" for part in CPU_PARTS]
             print(f"{name:<36}" + "".join(f" {share:>8}" for share in shares))
     print(
-        "bench = this process; server = `ledger serve` (its projector included); postgres = "
-        "the backends of the bench database;\nrest = everything else on the machine "
+        "bench = this process; server = `ledger serve`; projector = its projector process; "
+        "postgres = the backends of the bench database;\nrest = everything else on the machine "
         f"(PostgreSQL's WAL writer, the kernel, any neighbour); machine = all {os.cpu_count()} "
         f"cores; '-' where not measured or the timed total is under {MIN_CPU_WINDOW_S:.0f} s"
     )
