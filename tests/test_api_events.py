@@ -208,6 +208,7 @@ async def test_expected_version_conflict_is_a_409_with_the_actual_version(
         ({"occurred_at": "2025-01-01T10:00:00"}, "events[2].occurred_at"),
         ({"occurred_at": "yesterday"}, "events[2].occurred_at"),
         ({"occurred_at": "9999-01-01T00:00:00Z"}, "events[2].occurred_at"),
+        ({"occurred_at": "1850-01-01T00:00:00Z"}, "events[2].occurred_at"),
         ({"id": "not-a-uuid"}, "events[2].id"),
         ({"expected_version": -1}, "events[2].expected_version"),
         ({"metadata": {"actor": 5}}, "events[2].metadata.actor"),

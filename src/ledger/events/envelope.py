@@ -195,57 +195,36 @@ def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]
     """Check each event on its own (limits, self-contradictions) and give it an id.
 
     Nothing here looks at the database: what depends on earlier events (versions,
-    lifecycles, idempotency) is the store's job.
+    lifecycles, idempotency) is the store's job. This runs for every event a
+    server receives, so the common case is kept to a few cheap tests; each
+    refusal builds its message only when it happens.
     """
     latest = (now or datetime.now(UTC)) + MAX_CLOCK_SKEW
     prepared: list[NewEvent] = []
-    first_index_of: dict[uuid.UUID, int] = {}
+    # Keyed by the id's integer: uuid.UUID hashes in Python, an int in C.
+    first_index_of: dict[int, int] = {}
     for i, event in enumerate(batch.events):
-        at = f"events[{i}]"
         data_json = _ENCODER.encode(event.data)
-        if len(data_json) > MAX_DATA_BYTES:
-            raise PayloadTooLarge(
-                f"{at}.data is {len(data_json)} bytes; an event's data may hold at most "
-                f"{MAX_DATA_BYTES} bytes",
-                field=f"{at}.data",
-                limit=MAX_DATA_BYTES,
-            )
         metadata_json = _ENCODER.encode(event.metadata)
-        if len(metadata_json) > MAX_METADATA_BYTES:
-            raise PayloadTooLarge(
-                f"{at}.metadata is {len(metadata_json)} bytes; "
-                f"at most {MAX_METADATA_BYTES} are allowed",
-                field=f"{at}.metadata",
-                limit=MAX_METADATA_BYTES,
-            )
-        _refuse_nul(at, "data", data_json)
-        _refuse_nul(at, "metadata", metadata_json)
-        for key in _STRING_METADATA:
-            value = event.metadata.get(key)
-            if value is not None and not isinstance(value, str):
-                raise InvalidInput(f"metadata.{key} must be a string", field=f"{at}.metadata.{key}")
-        if event.occurred_at > latest:
-            raise InvalidInput(
-                f"occurred_at {event.occurred_at.isoformat()} is in the future; events record "
-                "what has happened (up to 24 h of clock skew is tolerated)",
-                field=f"{at}.occurred_at",
-            )
-        if event.occurred_at < EARLIEST_OCCURRED_AT:
-            raise InvalidInput(
-                f"occurred_at {event.occurred_at.isoformat()} is before "
-                f"{EARLIEST_OCCURRED_AT.year}; send when the event really happened",
-                field=f"{at}.occurred_at",
-            )
+        if len(data_json) > MAX_DATA_BYTES or len(metadata_json) > MAX_METADATA_BYTES:
+            _refuse_size(f"events[{i}]", data_json, metadata_json)
+        if _NUL_ESCAPE in data_json or _NUL_ESCAPE in metadata_json:
+            _refuse_nul(f"events[{i}]", "data", data_json)
+            _refuse_nul(f"events[{i}]", "metadata", metadata_json)
+        if event.metadata:
+            _check_metadata(f"events[{i}]", event.metadata)
+        if not EARLIEST_OCCURRED_AT <= event.occurred_at <= latest:
+            _refuse_time(f"events[{i}]", event.occurred_at, latest)
         for problem in event.data.problems():
-            raise InvalidInput(problem.message, field=f"{at}.data.{problem.field}")
+            raise InvalidInput(problem.message, field=f"events[{i}].data.{problem.field}")
         event_id = event.id or uuid.uuid4()
-        if event_id in first_index_of:
+        first = first_index_of.setdefault(event_id.int, i)
+        if first != i:
             raise InvalidInput(
-                f"id {event_id} is used twice in this batch (events[{first_index_of[event_id]}] "
-                f"and {at}); each event needs its own id",
-                field=f"{at}.id",
+                f"id {event_id} is used twice in this batch (events[{first}] and events[{i}]); "
+                "each event needs its own id",
+                field=f"events[{i}].id",
             )
-        first_index_of[event_id] = i
         prepared.append(
             NewEvent(
                 index=i,
@@ -263,6 +242,42 @@ def prepare(batch: EventBatch, *, now: datetime | None = None) -> list[NewEvent]
             )
         )
     return prepared
+
+
+def _refuse_size(at: str, data_json: bytes, metadata_json: bytes) -> None:
+    if len(data_json) > MAX_DATA_BYTES:
+        raise PayloadTooLarge(
+            f"{at}.data is {len(data_json)} bytes; an event's data may hold at most "
+            f"{MAX_DATA_BYTES} bytes",
+            field=f"{at}.data",
+            limit=MAX_DATA_BYTES,
+        )
+    raise PayloadTooLarge(
+        f"{at}.metadata is {len(metadata_json)} bytes; at most {MAX_METADATA_BYTES} are allowed",
+        field=f"{at}.metadata",
+        limit=MAX_METADATA_BYTES,
+    )
+
+
+def _check_metadata(at: str, metadata: dict[str, Any]) -> None:
+    for key in _STRING_METADATA:
+        value = metadata.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"metadata.{key} must be a string", field=f"{at}.metadata.{key}")
+
+
+def _refuse_time(at: str, occurred_at: datetime, latest: datetime) -> None:
+    if occurred_at > latest:
+        raise InvalidInput(
+            f"occurred_at {occurred_at.isoformat()} is in the future; events record "
+            "what has happened (up to 24 h of clock skew is tolerated)",
+            field=f"{at}.occurred_at",
+        )
+    raise InvalidInput(
+        f"occurred_at {occurred_at.isoformat()} is before "
+        f"{EARLIEST_OCCURRED_AT.year}; send when the event really happened",
+        field=f"{at}.occurred_at",
+    )
 
 
 def same_content(
