@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import uuid
@@ -20,7 +21,14 @@ from ledger.api.app import create_app
 from ledger.events.envelope import decode_batch
 from ledger.events.vocabulary import EVENT_TYPES
 from ledger.projections.core import Fold, Pair, PolicyTimeline, ProjectedEvent
-from ledger.projections.projector import catch_up, refold, state_of
+from ledger.projections.projector import (
+    _TENANTS_BEHIND,
+    PROJECTION,
+    catch_up,
+    refold,
+    state_of,
+    tenants_behind,
+)
 from ledger.scenario import Scenario
 from ledger.store.append import append
 from ledger.store.cursor import Cursor
@@ -28,7 +36,7 @@ from ledger.store.database import Connection, Pool
 from tests.conftest import Tenant
 from tests.samples import START, event
 from tests.test_api_events import assert_problem, post
-from tests.test_store import new_events
+from tests.test_store import message, new_events
 
 Client = AsyncTestClient[Litestar]
 
@@ -465,3 +473,38 @@ async def test_a_generated_network_projects_live_as_a_replay_does(
             await refold(conn, tenant.id, 95, state.checkpoint)
             assert live == await dump(conn, tenant.id, 95)
     assert state.events_applied == len(generated)
+
+
+def _blocks_on(plan: dict[str, Any], relation: str) -> int:
+    """Buffers that the plan's nodes on ``relation`` touched (EXPLAIN's JSON)."""
+    own = (
+        plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
+        if plan.get("Relation Name") == relation
+        else 0
+    )
+    return own + sum(_blocks_on(child, relation) for child in plan.get("Plans", []))
+
+
+async def test_asking_which_tenants_are_behind_probes_each_tenant_not_the_log(
+    pool: Pool, tenant: Tenant
+) -> None:
+    """The projector asks before every pass; a read of the whole log there cost
+    half a core of PostgreSQL under load, growing with the log."""
+    async with pool.acquire() as conn:
+        for first in range(0, 6000, 1000):
+            batch = [message(f"p{n % 50}", f"q{n % 7}") for n in range(first, first + 1000)]
+            result, _ = await append(conn, tenant.id, new_events(*batch))
+        await settle(conn, tenant.id, Cursor.decode(result.cursor))
+        behind = await tenants_behind(conn)
+        (explained,) = json.loads(
+            await conn.fetchval(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {_TENANTS_BEHIND}", PROJECTION
+            )
+        )
+        tenants = await conn.fetchval("SELECT count(*) FROM tenants")
+        pages = await conn.fetchval(
+            "SELECT pg_relation_size('events') / current_setting('block_size')::int"
+        )
+    assert tenant.id not in behind
+    assert pages > 100, "the log must be large enough for a full read to show"
+    assert _blocks_on(explained["Plan"], "events") <= 4 * tenants

@@ -543,16 +543,23 @@ async def refold(
     return folded
 
 
+# Every pass of the projector asks this, so it must cost a probe per tenant, not
+# a read of the log. As ``WHERE EXISTS`` the planner turned it into a hash semi
+# join over every visible event (34 ms at 70,000 events, half a core of
+# PostgreSQL under load); the ordered ``LIMIT 1`` in a lateral subquery cannot
+# be flattened, and takes the log-order index from each tenant's checkpoint.
 _TENANTS_BEHIND: Final = f"""
 SELECT t.tenant_id FROM tenants t
 LEFT JOIN projection_state s ON s.tenant_id = t.tenant_id AND s.projection = $1
-WHERE EXISTS (
+CROSS JOIN LATERAL (
     SELECT 1 FROM events e
     WHERE e.tenant_id = t.tenant_id
       AND (e.tx_id, e.position) >
           (coalesce(s.checkpoint_tx, 0)::text::xid8, coalesce(s.checkpoint_position, 0))
       AND e.{VISIBLE}
-)
+    ORDER BY e.tx_id, e.position
+    LIMIT 1
+) AS ahead
 ORDER BY t.tenant_id
 """
 
