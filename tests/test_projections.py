@@ -34,6 +34,7 @@ from ledger.store.append import append
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection, Pool
 from tests.conftest import Tenant
+from tests.plans import blocks_on
 from tests.samples import START, event
 from tests.test_api_events import assert_problem, post
 from tests.test_store import message, new_events
@@ -475,16 +476,6 @@ async def test_a_generated_network_projects_live_as_a_replay_does(
     assert state.events_applied == len(generated)
 
 
-def _blocks_on(plan: dict[str, Any], relation: str) -> int:
-    """Buffers that the plan's nodes on ``relation`` touched (EXPLAIN's JSON)."""
-    own = (
-        plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)
-        if plan.get("Relation Name") == relation
-        else 0
-    )
-    return own + sum(_blocks_on(child, relation) for child in plan.get("Plans", []))
-
-
 async def test_asking_which_tenants_are_behind_probes_each_tenant_not_the_log(
     pool: Pool, tenant: Tenant
 ) -> None:
@@ -507,4 +498,4 @@ async def test_asking_which_tenants_are_behind_probes_each_tenant_not_the_log(
         )
     assert tenant.id not in behind
     assert pages > 100, "the log must be large enough for a full read to show"
-    assert _blocks_on(explained["Plan"], "events") <= 4 * tenants
+    assert blocks_on(explained["Plan"], "events") <= 4 * tenants

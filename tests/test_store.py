@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from typing import Any
@@ -13,11 +14,13 @@ import pytest
 
 from ledger.errors import LifecycleConflict, VersionConflict
 from ledger.events.envelope import NewEvent, decode_batch, prepare
-from ledger.store.append import append
+from ledger.store.append import _STATE, append
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection, Pool, connect
 from ledger.store.read import horizon, read_log
-from tests.conftest import Tenant
+from ledger.tenants.keys import ensure_tenant
+from tests.conftest import Tenant, database_at
+from tests.plans import blocks_on
 from tests.samples import event
 
 
@@ -206,3 +209,33 @@ async def test_events_are_append_only_in_the_database_itself(
     with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
         await conn.execute(statement, *args)
     assert await conn.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant.id) == 1
+
+
+async def test_the_appends_state_read_stays_a_probe_with_a_plan_made_while_the_log_was_empty(
+    server_url: str,
+) -> None:
+    """A connection keeps the plan it made for the append's state read; without
+    statistics (autovacuum off, or not round yet) one made on an empty table
+    walked the tenant's whole log on every later append."""
+    async with database_at(server_url, "head") as url:
+        conn = await connect(url)
+        try:
+            tenant_id = await ensure_tenant(conn, "young")
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.execute(f"PREPARE state(bigint, uuid[], text[], text[]) AS {_STATE}")
+            execute = f"EXECUTE state({tenant_id}, '{{}}', '{{}}', ARRAY['messages-p0'])"
+            await conn.execute(execute)  # the generic plan, made on the empty table
+            for first in range(0, 6000, 1000):
+                batch = [message(f"p{n % 50}", f"q{n % 7}") for n in range(first, first + 1000)]
+                await append(conn, tenant_id, new_events(*batch))
+            (explained,) = json.loads(
+                await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {execute}")
+            )
+            pages = await conn.fetchval(
+                "SELECT pg_relation_size('events') / current_setting('block_size')::int"
+            )
+        finally:
+            await conn.close()
+    assert pages > 100, "the log must be large enough for a walk of it to show"
+    assert explained["Plan"]["Actual Rows"] == 1, "the head of the one stream asked for"
+    assert blocks_on(explained["Plan"], "events") <= 10

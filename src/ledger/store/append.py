@@ -75,9 +75,13 @@ _BEGIN_AND_LOCK: Final = "BEGIN; SELECT {locks}"
 # One round trip for everything the batch must be checked against: events of
 # the batch already stored (idempotent retries), the whole history of its
 # lifecycle streams (short: a favor has a handful of events), and the current
-# version of its other streams. Stored events are probed one id at a time
-# through the key that leads with the id (migration 0009), whatever the
-# planner believes of the table's size.
+# version of its other streams. Every part is driven by the batch's own ids
+# and streams, one index probe each, whatever the planner believes of the
+# table's size: stored events through the key that leads with the id
+# (migration 0009), histories stream by stream in version order. (As
+# ``stream = ANY($3)`` the history was planned, when the table was young and a
+# connection cached the plan, as a walk of the tenant's whole log filtered by
+# stream, even for a batch without lifecycle streams: 22 ms at 60,000 events.)
 _STATE: Final = """
 SELECT 'stored' AS kind, e.id, e.type, e.stream, e.version, e.position,
        e.tx_id::text::bigint AS tx_id, e.occurred_at, e.data, e.metadata
@@ -85,10 +89,15 @@ FROM unnest($2::uuid[]) AS k(id)
 CROSS JOIN LATERAL (SELECT * FROM events WHERE id = k.id OFFSET 0) AS e
 WHERE e.tenant_id = $1
 UNION ALL
-SELECT 'history', NULL::uuid, type, stream, version, NULL::bigint, NULL::bigint,
-       NULL::timestamptz, data, NULL::jsonb
-FROM events
-WHERE tenant_id = $1 AND stream = ANY($3::text[])
+SELECT 'history', NULL::uuid, h.type, h.stream, h.version, NULL::bigint, NULL::bigint,
+       NULL::timestamptz, h.data, NULL::jsonb
+FROM unnest($3::text[]) AS l(stream)
+CROSS JOIN LATERAL (
+    SELECT type, stream, version, data FROM events
+    WHERE tenant_id = $1 AND stream = l.stream
+    ORDER BY version
+    OFFSET 0
+) AS h
 UNION ALL
 SELECT 'head', NULL::uuid, NULL::text, s.stream,
        (SELECT max(e.version) FROM events e WHERE e.tenant_id = $1 AND e.stream = s.stream),
