@@ -7,9 +7,11 @@ here, so the work is done by the worker processes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -23,7 +25,7 @@ from ledger.store.database import Connection, Pool
 from tests.conftest import Tenant, make_tenant
 from tests.test_cli import env_with
 from tests.test_projections import _fixed_history, dump
-from tests.test_store import new_events
+from tests.test_store import message, new_events
 
 
 def project_worker(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -121,3 +123,44 @@ async def test_tenants_take_turns_so_one_backlog_does_not_hold_back_another(
         order = [tenant_id for tenant_id, projection in calls if projection == name]
         last_big = len(order) - 1 - order[::-1].index(big.id)
         assert order.index(small.id) < last_big, f"{name}: the small tenant waited: {order}"
+
+
+async def test_under_a_steady_stream_of_appends_passes_gather_instead_of_chasing_each_one(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append every 20 ms: with ``gather`` 0.2 s the projector folds them in a
+    few passes at least that far apart, not in one pass per append; and it still
+    ends caught up."""
+    tenant = await make_tenant(pool)
+    passes: list[float] = []
+    real_catch_up = projector.catch_up
+
+    async def recorded(conn: Connection, tenant_id: int, **options: Any) -> int:
+        began = time.monotonic()
+        applied = await real_catch_up(conn, tenant_id, **options)
+        if applied and tenant_id == tenant.id and options["projection"].name == "network":
+            passes.append(began)
+        return applied
+
+    monkeypatch.setattr(projector, "catch_up", recorded)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(projector.run(pool, poll_interval=0.05, stop=stop, gather=0.2))
+    try:
+        async with pool.acquire() as conn:
+            for n in range(60):
+                result, _ = await append(conn, tenant.id, new_events(message(f"p{n % 5}")))
+                await asyncio.sleep(0.02)
+            head = Cursor.decode(result.cursor)
+            for _ in range(600):
+                if (await state_of(conn, tenant.id)).checkpoint >= head:
+                    break
+                await asyncio.sleep(0.05)
+            state = await state_of(conn, tenant.id)
+    finally:
+        stop.set()
+        await worker
+    assert state.checkpoint >= head, "the projector never caught up"
+    assert state.events_applied == 60
+    gaps = [later - earlier for earlier, later in itertools.pairwise(passes)]
+    assert min(gaps) >= 0.19, gaps
+    assert len(passes) < 20, f"{len(passes)} passes for 60 appends"

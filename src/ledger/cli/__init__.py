@@ -102,6 +102,15 @@ def _parser() -> argparse.ArgumentParser:
         "--poll", type=float, default=1.0, help="seconds between polls besides notifications"
     )
     project.add_argument(
+        "--gather",
+        type=float,
+        default=projector.GATHER_S,
+        metavar="SECONDS",
+        help="under a steady stream of appends, start passes at least this far apart, so each "
+        "folds a batch instead of a handful of events (default %(default)s; 0 chases every "
+        "append)",
+    )
+    project.add_argument(
         "--exit-with",
         type=int,
         metavar="PID",
@@ -338,7 +347,7 @@ def _project(args: argparse.Namespace, settings: Settings) -> int:
             f"ledger: projector {projector.worker_name()} running; Ctrl-C stops it", file=sys.stderr
         )
         try:
-            await projector.run(pool, poll_interval=args.poll, stop=stop)
+            await projector.run(pool, poll_interval=args.poll, stop=stop, gather=args.gather)
         finally:
             if orphaned is not None:
                 orphaned.cancel()

@@ -123,18 +123,6 @@ FROM unnest($3::text[], $4::text[]) AS x(s, p)
 ON CONFLICT DO NOTHING
 """
 
-_INSERT_PERSON_TIMELINE: Final = """
-INSERT INTO timeline_person (tenant_id, generation, person, occurred_at, position, event_id)
-SELECT $1, $2, * FROM unnest($3::text[], $4::timestamptz[], $5::bigint[], $6::uuid[])
-ON CONFLICT DO NOTHING
-"""
-
-_INSERT_PAIR_TIMELINE: Final = """
-INSERT INTO timeline_pair (tenant_id, generation, a, b, occurred_at, position, event_id)
-SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::bigint[], $7::uuid[])
-ON CONFLICT DO NOTHING
-"""
-
 
 class State(msgspec.Struct, frozen=True):
     generation: int
@@ -400,24 +388,24 @@ async def write(
 ) -> None:
     """Store pairs (replacing), new parties and timeline rows of a fold.
 
-    ``empty``: the generation had none of these rows (a refold), so they go in
-    with COPY, which is several times cheaper than INSERT for bulk rows.
+    Rows go in with COPY, which is cheaper than INSERT for bulk rows, wherever
+    nothing stored can collide with them: everything when ``empty`` (the
+    generation had none of these rows: a refold), and timeline rows always (a
+    row is keyed by its event's position, and a generation takes each event
+    once, under its checkpoint). An INSERT ... ON CONFLICT DO NOTHING of the
+    timelines cost half as much again as a plain INSERT, and COPY less than that.
     """
     rows = _take_rows(fold, pairs)
-    if empty:
-        await _copy_rows(conn, (tenant_id, generation), rows)
-        return
     head = (tenant_id, generation)
-    if rows.pairs:
-        await conn.execute(_UPSERT_PAIRS, *head, *_columns(rows.pairs))
-    if rows.parties:
-        # unnest cannot take ragged text[][]: parties travel joined by a unit separator.
-        joined = [(stream, "\x1f".join(who)) for stream, who in rows.parties]
-        await conn.execute(_INSERT_PARTIES, *head, *_columns(joined))
-    if rows.person_timeline:
-        await conn.execute(_INSERT_PERSON_TIMELINE, *head, *_columns(rows.person_timeline))
-    if rows.pair_timeline:
-        await conn.execute(_INSERT_PAIR_TIMELINE, *head, *_columns(rows.pair_timeline))
+    if not empty:
+        if rows.pairs:
+            await conn.execute(_UPSERT_PAIRS, *head, *_columns(rows.pairs))
+        if rows.parties:
+            # unnest cannot take ragged text[][]: parties travel joined by a unit separator.
+            joined = [(stream, "\x1f".join(who)) for stream, who in rows.parties]
+            await conn.execute(_INSERT_PARTIES, *head, *_columns(joined))
+        rows = _Rows([], [], rows.person_timeline, rows.pair_timeline)
+    await _copy_rows(conn, head, rows)
 
 
 async def _copy_rows(conn: Connection, head: tuple[int, int], rows: _Rows) -> None:
@@ -570,12 +558,23 @@ async def tenants_behind(conn: Connection, projection: str = PROJECTION) -> list
     return [row["tenant_id"] for row in rows]
 
 
+# Under a steady stream of appends every pass finds a few new events, and a
+# pass costs the same statements and commit whether it folds 5 events or 500
+# (in a bench of single appends, passes of about 26 events made the projector
+# cost 170 us of CPU per event, three times what a rebuild spends). So passes
+# that follow one another start at least this far apart: a busy log is folded
+# in batches of this much time's worth, while an append after a quiet spell is
+# still folded at once.
+GATHER_S: Final = 0.05
+
+
 async def run(
     pool: Pool,
     *,
     poll_interval: float = 1.0,
     stop: asyncio.Event | None = None,
     projections: Sequence[Projection] | None = None,
+    gather: float = GATHER_S,
 ) -> None:
     """Keep every tenant's projections caught up until ``stop`` is set.
 
@@ -583,7 +582,8 @@ async def run(
     notification (or one from another worker's crash) delays nothing for long.
     Tenants and projections take turns, one batch each per pass, until none is
     behind: a tenant with a backlog of a million events (or a slow projection)
-    does not hold back everyone else's next batch.
+    does not hold back everyone else's next batch. A pass that follows another
+    waits until ``gather`` seconds after the previous one began.
     """
     if projections is None:
         from ledger.projections.registry import PROJECTIONS  # the registry imports this module
@@ -592,13 +592,17 @@ async def run(
     stop = stop or asyncio.Event()
     wake = asyncio.Event()
     worker = worker_name()
+    loop = asyncio.get_running_loop()
     async with _listening(pool, wake):
         while not stop.is_set():
             wake.clear()
             try:
                 async with pool.acquire() as conn:
-                    while await _one_pass(conn, projections, worker) and not stop.is_set():
-                        pass
+                    while not stop.is_set():
+                        began = loop.time()
+                        if not await _one_pass(conn, projections, worker):
+                            break
+                        await _pause(stop, began + gather - loop.time())
             except Exception:
                 _log.exception("projector pass failed; retrying")
             with contextlib.suppress(TimeoutError):
@@ -614,6 +618,12 @@ async def _one_pass(conn: Connection, projections: Sequence[Projection], worker:
                 conn, tenant_id, worker=worker, projection=projection, max_batches=1
             )
     return applied > 0
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    if seconds > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def _first(*events: asyncio.Event) -> None:
