@@ -38,6 +38,18 @@ def project_worker(env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+async def reaching(
+    conn: Connection, tenant_id: int, head: Cursor, projection: str = "network"
+) -> projector.State:
+    """The projection's state once its checkpoint reaches ``head``, or after 30 s."""
+    for _ in range(600):
+        state = await state_of(conn, tenant_id, projection)
+        if state.checkpoint >= head:
+            break
+        await asyncio.sleep(0.05)
+    return state
+
+
 def started(worker: subprocess.Popen[str]) -> str:
     """Wait for the worker's start line; return it."""
     assert worker.stderr is not None
@@ -58,11 +70,7 @@ async def test_two_project_workers_share_the_work_without_double_applying(
             for i in range(0, len(history), 5):
                 result, _ = await append(conn, tenant.id, new_events(*history[i : i + 5]))
             head = Cursor.decode(result.cursor)
-            for _ in range(1000):
-                if (await state_of(conn, tenant.id)).checkpoint >= head:
-                    break
-                await asyncio.sleep(0.02)
-            state = await state_of(conn, tenant.id)
+            state = await reaching(conn, tenant.id, head)
             assert state.checkpoint >= head, "the workers never caught up"
             assert state.events_applied == len(history)
             assert state.generation == 1
@@ -107,13 +115,8 @@ async def test_tenants_take_turns_so_one_backlog_does_not_hold_back_another(
         async with pool.acquire() as conn:
             for tenant, head in ((big, big_head), (small, small_head)):
                 for name in ("network", "violations"):
-                    for _ in range(600):
-                        if (await state_of(conn, tenant.id, name)).checkpoint >= Cursor.decode(
-                            head.cursor
-                        ):
-                            break
-                        await asyncio.sleep(0.05)
-                    else:
+                    wanted = Cursor.decode(head.cursor)
+                    if (await reaching(conn, tenant.id, wanted, name)).checkpoint < wanted:
                         raise AssertionError(f"{name} never caught up for {tenant.name}")
     finally:
         stop.set()
@@ -151,11 +154,7 @@ async def test_under_a_steady_stream_of_appends_passes_gather_instead_of_chasing
                 result, _ = await append(conn, tenant.id, new_events(message(f"p{n % 5}")))
                 await asyncio.sleep(0.02)
             head = Cursor.decode(result.cursor)
-            for _ in range(600):
-                if (await state_of(conn, tenant.id)).checkpoint >= head:
-                    break
-                await asyncio.sleep(0.05)
-            state = await state_of(conn, tenant.id)
+            state = await reaching(conn, tenant.id, head)
     finally:
         stop.set()
         await worker
