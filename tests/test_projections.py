@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import uuid
@@ -34,7 +33,7 @@ from ledger.store.append import append
 from ledger.store.cursor import Cursor
 from ledger.store.database import Connection, Pool
 from tests.conftest import Tenant
-from tests.plans import blocks_on
+from tests.plans import blocks_on, explain, pages_of
 from tests.samples import START, event
 from tests.test_api_events import assert_problem, post
 from tests.test_store import message, new_events
@@ -487,15 +486,9 @@ async def test_asking_which_tenants_are_behind_probes_each_tenant_not_the_log(
             result, _ = await append(conn, tenant.id, new_events(*batch))
         await settle(conn, tenant.id, Cursor.decode(result.cursor))
         behind = await tenants_behind(conn)
-        (explained,) = json.loads(
-            await conn.fetchval(
-                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {_TENANTS_BEHIND}", PROJECTION
-            )
-        )
+        plan = await explain(conn, _TENANTS_BEHIND, PROJECTION)
         tenants = await conn.fetchval("SELECT count(*) FROM tenants")
-        pages = await conn.fetchval(
-            "SELECT pg_relation_size('events') / current_setting('block_size')::int"
-        )
+        pages = await pages_of(conn, "events")
     assert tenant.id not in behind
     assert pages > 100, "the log must be large enough for a full read to show"
-    assert blocks_on(explained["Plan"], "events") <= 4 * tenants
+    assert blocks_on(plan, "events") <= 4 * tenants

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import uuid
 from typing import Any
@@ -20,7 +19,7 @@ from ledger.store.database import Connection, Pool, connect
 from ledger.store.read import horizon, read_log
 from ledger.tenants.keys import ensure_tenant
 from tests.conftest import Tenant, database_at
-from tests.plans import blocks_on
+from tests.plans import blocks_on, explain, pages_of
 from tests.samples import event
 
 
@@ -228,14 +227,10 @@ async def test_the_appends_state_read_stays_a_probe_with_a_plan_made_while_the_l
             for first in range(0, 6000, 1000):
                 batch = [message(f"p{n % 50}", f"q{n % 7}") for n in range(first, first + 1000)]
                 await append(conn, tenant_id, new_events(*batch))
-            (explained,) = json.loads(
-                await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {execute}")
-            )
-            pages = await conn.fetchval(
-                "SELECT pg_relation_size('events') / current_setting('block_size')::int"
-            )
+            plan = await explain(conn, execute)
+            pages = await pages_of(conn, "events")
         finally:
             await conn.close()
     assert pages > 100, "the log must be large enough for a walk of it to show"
-    assert explained["Plan"]["Actual Rows"] == 1, "the head of the one stream asked for"
-    assert blocks_on(explained["Plan"], "events") <= 10
+    assert plan["Actual Rows"] == 1, "the head of the one stream asked for"
+    assert blocks_on(plan, "events") <= 10
