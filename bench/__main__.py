@@ -64,7 +64,8 @@ from ledger.store.migrate import upgrade
 from ledger.tenants.keys import ensure_tenant
 
 DEFAULT_SERVER_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
-RESULTS: Final = Path(__file__).resolve().parent / "results.json"
+ROOT: Final = Path(__file__).resolve().parent.parent
+RESULTS: Final = ROOT / "bench" / "results.json"
 LOOPBACK: Final = "127.0.0.1"
 TENANT: Final = "bench"
 CONCURRENCY: Final = 16
@@ -318,6 +319,26 @@ async def measure(
             rows.append((f"HTTP append, {size} events/request", batch, f"COPY {size} rows", copy))
         results["server_rss_mb_peak"] = server.peak_rss_mb()
         results["projector_rss_mb_peak"] = server.projector_rss_mb()
+    async with Serving(url, key, floor=True) as floor:
+        floor_watch = Watch(database, floor.pid)
+        clients = LEVELS[-1]
+
+        async def floor_round(r: int) -> Run:
+            count = sizes.per_worker(clients)
+            shards = single_bodies("floor", clients, count, r * count)
+            return await drive(shards, floor.connect, http_append, watch=floor_watch)
+
+        await floor_round(0)  # warm-up, untimed (the floor stores nothing)
+        empty, base = await paired(
+            f"HTTP floor (an empty Litestar route) vs raw INSERT, c{clients}",
+            sizes.rounds,
+            partial(raw_round, clients),
+            floor_round,
+        )
+    results.update(figures(f"append_floor_c{clients}", empty))
+    results.update(figures(f"append_floor_raw_c{clients}", base))
+    results[f"append_floor_c{clients}_ratio"] = ratio(empty, base)
+    rows.append((f"HTTP floor: empty route, c{clients}", empty, "raw INSERT", base))
     # The names issue 5 reads: the figures at 64 clients and batches of 1,000.
     results["batch_copy_eps"] = results[f"batch_copy_{BATCH_SIZES[-1]}_eps"]
     results["batch_ratio"] = results[f"batch_{BATCH_SIZES[-1]}_ratio"]
@@ -338,23 +359,29 @@ async def projections(sizes: Sizes, url: str) -> dict[str, float]:
     rebuilt_small = await asyncio.to_thread(lag.run_rebuild, REBUILD_COMMAND, ledger_env(url))
     await rebuild_bench.rebuild_once(url, tenant_id, "violations")
     progress(f"balance, relationship, timeline and violations reads at {small:,} events")
-    reads_small = await rebuild_bench.read_latencies(url, key, people, READS)
+    async with Serving(url, key) as server:
+        reads_small = await rebuild_bench.read_latencies(server.connect, people, READS)
     progress(f"loading the other {n - small:,} events (COPY)")
     await rebuild_bench.load(url, tenant_id, generated, n - small, versions)
     progress("raw scan of the log")
     scanned, scan_s = await rebuild_bench.scan(url, tenant_id)
+    progress("the rebuild's read and fold alone (nothing written)")
+    fold_count, fold_s = await rebuild_bench.fold_only(url, tenant_id)
     progress("rebuild (fold, write, catch up, swap)")
     folded, rebuild_s = await rebuild_bench.rebuild_once(url, tenant_id)
     progress("violations rebuild (judge in valid-time order, write, catch up, swap)")
     judged, judge_s = await rebuild_bench.rebuild_once(url, tenant_id, "violations")
     progress(f"reads at {n:,} events")
-    reads = await rebuild_bench.read_latencies(url, key, people, READS)
+    async with Serving(url, key) as server:
+        reads = await rebuild_bench.read_latencies(server.connect, people, READS)
     scan_eps, rebuild_eps, violations_eps = scanned / scan_s, folded / rebuild_s, judged / judge_s
     results: dict[str, float] = {
         "rebuild_events": float(n),
         "rebuild_eps": round(rebuild_eps, 1),
         "scan_eps": round(scan_eps, 1),
         "rebuild_ratio": round(rebuild_eps / scan_eps, 3),
+        "fold_eps": round(fold_count / fold_s, 1),
+        "fold_ratio": round(fold_count / fold_s / scan_eps, 3),
         "violations_rebuild_eps": round(violations_eps, 1),
         "violations_rebuild_ratio": round(violations_eps / scan_eps, 3),
     }
@@ -371,6 +398,10 @@ async def projections(sizes: Sizes, url: str) -> dict[str, float]:
 
     print(f"\nprojections at {n:,} events ({people:,} people):")
     print(f"  raw scan of the log      {scan_eps:>12,.0f} events/s")
+    print(
+        f"  read and fold, no writes {results['fold_eps']:>12,.0f} events/s   "
+        f"ratio {results['fold_ratio']:.3f}"
+    )
     print(
         f"  rebuild                  {rebuild_eps:>12,.0f} events/s   "
         f"ratio {results['rebuild_ratio']:.3f}"
@@ -635,15 +666,23 @@ def log_file() -> IO[bytes]:
 
 
 class Serving:
-    """``ledger serve`` on a free loopback port, up until /health answers 200."""
+    """``ledger serve`` (or, with ``floor``, :mod:`bench.floor`) on a free
+    loopback port, up until /health answers 200."""
 
-    def __init__(self, url: str, key: str) -> None:
+    def __init__(self, url: str, key: str, *, floor: bool = False) -> None:
         self.url = url
         self.key = key
         self.port = free_port()
         self.base_url = f"http://{LOOPBACK}:{self.port}"
         self.log = log_file()
         self.process: asyncio.subprocess.Process | None = None
+        where = ("--host", LOOPBACK, "--port", str(self.port))
+        self.name = "python -m bench.floor" if floor else "ledger serve"
+        self.command = (
+            [sys.executable, "-m", "bench.floor", *where]
+            if floor
+            else ledger_command("serve", *where)
+        )
 
     @property
     def pid(self) -> int:
@@ -663,9 +702,10 @@ class Serving:
         return max((lag.peak_rss_mb(child) for child in children_of(self.pid)), default=0.0)
 
     async def __aenter__(self) -> Serving:
-        progress(f"starting `ledger serve` on {self.base_url}")
+        progress(f"starting `{self.name}` on {self.base_url}")
         self.process = await asyncio.create_subprocess_exec(
-            *ledger_command("serve", "--host", LOOPBACK, "--port", str(self.port)),
+            *self.command,
+            cwd=ROOT,
             env=ledger_env(self.url),
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -683,7 +723,7 @@ class Serving:
         async with httpx.AsyncClient(base_url=self.base_url, trust_env=False) as client:
             while True:  # bounded by the caller's timeout
                 if self.process.returncode is not None:
-                    raise BenchError(f"`ledger serve` exited early:\n{self._log_tail()}")
+                    raise BenchError(f"`{self.name}` exited early:\n{self._log_tail()}")
                 try:
                     if (await client.get("/health", timeout=2.0)).status_code == 200:
                         return

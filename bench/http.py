@@ -24,7 +24,7 @@ class HttpError(RuntimeError):
 
 
 class Connection:
-    """A keep-alive connection that POSTs JSON with one API key."""
+    """A keep-alive connection that GETs, or POSTs JSON, with one API key."""
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, key: str
@@ -39,6 +39,14 @@ class Connection:
             b"POST %s HTTP/1.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
             % (path.encode(), self.prefix, len(body), body)
         )
+        return await self._answer()
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """(status, body) of ``GET path``."""
+        self.writer.write(b"GET %s HTTP/1.1\r\n%s\r\n" % (path.encode(), self.prefix))
+        return await self._answer()
+
+    async def _answer(self) -> tuple[int, bytes]:
         head = await self.reader.readuntil(_HEAD_END)
         status = int(head[9:12])
         length = None

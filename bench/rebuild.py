@@ -5,15 +5,16 @@ same run on the same PostgreSQL:
 
 - ``scan``: the tenant's log read in the projector's order and batch size,
   decoding nothing beyond what asyncpg does: the floor for any rebuild;
+- ``fold``: the rebuild's own read and fold of the log, writing nothing: what
+  the Python part of a rebuild costs at the least;
 - ``rebuild``: ``ledger projections rebuild`` for the tenant (fold, write,
   catch up, swap);
-- reads: p50/p99 of balance and timeline requests through the ASGI app
-  (no network), for people drawn by activity.
+- reads: p50/p99 of balance, relationship, timeline and violations requests
+  to ``ledger serve`` over loopback, for people drawn by activity.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 import statistics
 import time
@@ -24,13 +25,20 @@ from itertools import islice
 from typing import Any
 
 import msgspec
-from litestar.testing import AsyncTestClient
 
-from bench.workloads import nearest_rank
-from ledger.api.app import create_app
-from ledger.projections.projector import EVENTS_AFTER, rebuild
+from bench import http
+from bench.workloads import BenchError, nearest_rank
+from ledger.projections.core import Fold
+from ledger.projections.projector import (
+    EVENTS_AFTER,
+    collector_paused,
+    log_until,
+    policies_until,
+    rebuild,
+)
 from ledger.projections.registry import PROJECTIONS
 from ledger.scenario import Generated
+from ledger.store.cursor import Cursor
 from ledger.store.database import connect
 from ledger.tenants.keys import create_key
 
@@ -104,6 +112,26 @@ async def scan(url: str, tenant_id: int, batch: int = 5000) -> tuple[int, float]
         await conn.close()
 
 
+@collector_paused  # as the rebuild's refold runs
+async def fold_only(url: str, tenant_id: int, batch: int = 5000) -> tuple[int, float]:
+    """The rebuild's read and fold of the network projection without its writes:
+    what its Python alone costs (the rebuild's reads and fold are the same calls)."""
+    conn = await connect(url)
+    try:
+        started = time.perf_counter()
+        head = Cursor(2**63 - 1, 2**63 - 1)
+        fold = Fold(await policies_until(conn, tenant_id, head))
+        folded = 0
+        async for events in log_until(conn, tenant_id, head, batch_size=batch):
+            fold.apply_all(events)
+            folded += len(events)
+            fold.person_timeline.clear()  # as each batch's write takes them
+            fold.pair_timeline.clear()
+        return folded, time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
 async def rebuild_once(url: str, tenant_id: int, projection: str = "network") -> tuple[int, float]:
     conn = await connect(url)
     try:
@@ -114,17 +142,15 @@ async def rebuild_once(url: str, tenant_id: int, projection: str = "network") ->
         await conn.close()
 
 
-async def read_latencies(url: str, key: str, people: int, reads: int) -> dict[str, float]:
+async def read_latencies(connect: http.Connect, people: int, reads: int) -> dict[str, float]:
     """p50/p99 (ms) of balance, relationship, timeline and violations reads for
-    people drawn by activity (a relationship: two of them in turn)."""
+    people drawn by activity (a relationship: two of them in turn), one request
+    at a time over one keep-alive connection to ``ledger serve``."""
     rng = random.Random(3)
     weights = [1.0 / (rank + 1) ** 0.8 for rank in range(people)]
     chosen = rng.choices([f"u{n}" for n in range(people)], weights, k=reads)
-    headers = {"Authorization": f"Bearer {key}"}
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    app = create_app(url, migrate=False, run_projector=False, pool_size=4)
     results: dict[str, float] = {}
-    async with AsyncTestClient(app=app) as client:
+    async with connect() as client:
         for name, path in (
             ("balance", "/v1/people/{}/balances"),
             ("relationship", "/v1/relationships/{}/{}"),
@@ -136,9 +162,10 @@ async def read_latencies(url: str, key: str, people: int, reads: int) -> dict[st
                 if person == other:
                     continue
                 started = time.perf_counter()
-                response = await client.get(path.format(person, other), headers=headers)
+                status, answer = await client.get(path.format(person, other))
                 timings.append((time.perf_counter() - started) * 1000)
-                assert response.status_code in (200, 404), response.text
+                if status not in (200, 404):
+                    raise BenchError(f"GET {path} answered {status}: {answer[:500]!r}")
             results[f"{name}_p50_ms"] = statistics.median(timings)
             results[f"{name}_p99_ms"] = nearest_rank(timings, 99)
     return results
