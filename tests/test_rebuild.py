@@ -177,6 +177,45 @@ async def test_a_killed_server_recovers_to_projections_equal_to_a_rebuild(
             assert live == await dump(conn, tenant.id, 96)
 
 
+async def test_a_refold_writes_timelines_in_sorted_flushes_and_keeps_every_row(
+    pool: Pool, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refold holds timeline rows until it has FLUSH_ROWS, then writes them in
+    the order of each table's key: several flushes, each sorted, and the
+    rebuilt generation equals the live one."""
+    monkeypatch.setattr(projector, "FLUSH_ROWS", 10)
+    flushes: list[tuple[list[str], list[tuple[str, str]]]] = []
+    copy_rows = projector._copy_rows
+
+    async def watched(conn: Any, head: tuple[int, int], rows: Any) -> None:
+        flushes.append(
+            ([row[0] for row in rows.person_timeline], [row[:2] for row in rows.pair_timeline])
+        )
+        await copy_rows(conn, head, rows)
+
+    monkeypatch.setattr(projector, "_copy_rows", watched)
+    async with pool.acquire() as conn:
+        result, _ = await append(conn, tenant.id, new_events(*_fixed_history()))
+        await settle(conn, tenant.id, Cursor.decode(result.cursor))
+        live = await state_of(conn, tenant.id)
+        expected = await dump(conn, tenant.id, live.generation)
+        flushes.clear()  # the live projector's writes
+
+        await rebuild(conn, tenant.id, batch_size=1)
+
+        fresh = await state_of(conn, tenant.id)
+        assert await dump(conn, tenant.id, fresh.generation) == expected
+    people_flushes = [people for people, _ in flushes if people]
+    assert len(people_flushes) >= 3, "the refold wrote before its end, more than once"
+    held = [len(people) + len(pairs) for people, pairs in flushes[:-1]]
+    assert min(held) >= 10, f"a flush before the last held fewer than FLUSH_ROWS: {held}"
+    for people, pairs in flushes:
+        assert people == sorted(people)
+        assert pairs == sorted(pairs)
+    written = sum(len(people) for people in people_flushes)
+    assert written == sum(1 for row in expected if len(row) == 3), "each person row once"
+
+
 async def test_a_rebuild_writes_and_drops_generations_in_chunks_and_keeps_every_row(
     pool: Pool, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:

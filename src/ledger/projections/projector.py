@@ -25,6 +25,7 @@ import contextlib
 import functools
 import gc
 import logging
+import operator
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -198,6 +199,18 @@ async def policies_until(conn: Connection, tenant_id: int, until: Cursor) -> Pol
 CHUNK: Final = 20_000
 DROP_CHUNK: Final = 200_000
 
+# Timeline rows a refold keeps before it writes them, sorted by key. Each
+# timeline's index is keyed by person (or pair) first, so rows in log order
+# land all over it: once the index outgrows PostgreSQL's buffers, every few
+# rows cost a page read and a page write. Sorted, a flush walks the index once.
+# Measured on 2.2 million rows of that shape (20,000 people, 128 MB of shared
+# buffers), plain SQL: 73.6 s inserted in log order 11,000 rows a statement,
+# 17.5 s sorted 220,000 a statement. A held row is a tuple and an entry, about
+# 120 bytes: some 30 MB at this size.
+FLUSH_ROWS: Final = 250_000
+# Person or pair first; a stable sort keeps each one's rows in log order.
+_BY_KEY: Final = operator.itemgetter(0)
+
 Advance = Callable[[Connection, int, int, list[ProjectedEvent]], Awaitable["int | None"]]
 
 
@@ -345,7 +358,10 @@ class _Rows(msgspec.Struct, frozen=True):
 
 
 def _take_rows(fold: Fold, pairs: dict[tuple[str, str], Pair]) -> _Rows:
-    """The rows of ``pairs`` and of what the fold added since it was last written."""
+    """The rows of ``pairs`` and of what the fold added since it was last written,
+    each table's in the order of its key (see :data:`FLUSH_ROWS`)."""
+    fold.person_timeline.sort(key=_BY_KEY)
+    fold.pair_timeline.sort(key=_BY_KEY)
     rows = _Rows(
         pairs=[
             (
@@ -361,7 +377,7 @@ def _take_rows(fold: Fold, pairs: dict[tuple[str, str], Pair]) -> _Rows:
                 p.strength_log2,
                 msgspec.json.encode(p.counts),
             )
-            for (a, b), p in pairs.items()
+            for (a, b), p in sorted(pairs.items(), key=_BY_KEY)
         ],
         parties=list(fold.new_parties.items()),
         person_timeline=[
@@ -516,14 +532,16 @@ async def refold(
     """Re-derive ``generation`` of a tenant from the start of its log up to ``until``.
 
     State is held in memory per pair (not the log: events stream through in
-    batches), timeline rows are written as they come. Returns events folded.
+    batches), timeline rows are written every :data:`FLUSH_ROWS`, sorted.
+    Returns events folded.
     """
     await NETWORK.drop(conn, tenant_id, generation)
     fold = Fold(await policies_until(conn, tenant_id, until))
     folded = 0
     async for events in log_until(conn, tenant_id, until, batch_size=batch_size):
         fold.apply_all(events)
-        await write(conn, tenant_id, generation, fold, {}, empty=True)
+        if len(fold.person_timeline) + len(fold.pair_timeline) >= FLUSH_ROWS:
+            await write(conn, tenant_id, generation, fold, {}, empty=True)
         folded += len(events)
         if progress is not None:
             progress(len(events))
