@@ -15,6 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from ledger.projections.core import PolicyTimeline
 from ledger.projections.projector import catch_up, rebuild, state_of, to_projected
+from ledger.rules import projection as projection_module
 from ledger.rules.catalogue import RULES
 from ledger.rules.projection import VIOLATIONS
 from ledger.rules.replay import violations_of
@@ -232,6 +233,48 @@ async def test_late_arrivals_are_rejudged_to_what_a_sorted_replay_finds(
         await rebuild(conn, tenant.id, projection=VIOLATIONS)
         assert await stored_verdicts(conn, tenant.id) == expected
         assert await conn.fetchval(announced, tenant.id) == before, "a rebuild announces nothing"
+
+
+async def test_a_rebuild_writes_facts_in_sorted_flushes_and_judges_as_the_live_projection(
+    pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refold holds facts until FLUSH_ROWS and writes them sorted by pair: several
+    flushes, each in key order, and the same facts and verdicts as live."""
+    monkeypatch.setattr(projection_module, "FLUSH_ROWS", 8)
+    flushes: list[list[tuple[str, str]]] = []
+    copy = projection_module._copy
+
+    async def watched(
+        conn: Connection, tenant_id: int, generation: int, facts: Any, found: Any
+    ) -> None:
+        await copy(conn, tenant_id, generation, facts, found)
+        flushes.append([fact.pair for fact in facts])  # as written
+
+    events = a_generated_history(random.Random(11), 40)
+    tenant = await make_tenant(pool)
+    facts_of_generation = (
+        "SELECT a, b, occurred_at, position, event_id, kind FROM rule_facts"
+        " WHERE tenant_id = $1 AND generation = $2 ORDER BY 1, 2, 3, 4, 5, 6"
+    )
+    async with pool.acquire() as conn:
+        await append(conn, tenant.id, new_events(*events))
+        await catch_up(conn, tenant.id, projection=VIOLATIONS)
+        live = await stored_verdicts(conn, tenant.id)
+        before = await state_of(conn, tenant.id, VIOLATIONS.name)
+        live_facts = await conn.fetch(facts_of_generation, tenant.id, before.generation)
+        monkeypatch.setattr(projection_module, "_copy", watched)
+
+        await rebuild(conn, tenant.id, projection=VIOLATIONS, batch_size=1)
+
+        after = await state_of(conn, tenant.id, VIOLATIONS.name)
+        assert after.generation == before.generation + 1
+        assert await stored_verdicts(conn, tenant.id) == live
+        assert await conn.fetch(facts_of_generation, tenant.id, after.generation) == live_facts
+    written = [pairs for pairs in flushes if pairs]
+    assert len(written) >= 3, "the refold wrote before its end, more than once"
+    assert min(len(pairs) for pairs in written[:-1]) >= 8, "each flush but the last held 8"
+    assert all(pairs == sorted(pairs) for pairs in written)
+    assert sum(len(pairs) for pairs in written) == len(live_facts)
 
 
 async def test_a_past_policy_change_rejudges_what_came_after_it(

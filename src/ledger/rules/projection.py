@@ -36,6 +36,7 @@ from typing import Any, Final
 from ledger.events.vocabulary import PolicyChanged
 from ledger.projections.core import OPENING_TYPES, Parties, ProjectedEvent
 from ledger.projections.projector import (
+    FLUSH_ROWS,
     Projection,
     collector_paused,
     policies_until,
@@ -473,27 +474,33 @@ async def refold(
     judging = Judging(policies, parties)
     folded = 0
     after: tuple[Any, int] = (_DAWN, 0)
+    facts: list[Fact] = []
+    found: list[Violation] = []
     while rows := await conn.fetch(
         _EVENTS_BY_VALID_TIME, tenant_id, *after, str(until.tx_id), until.position, batch_size
     ):
-        facts: list[Fact] = []
-        found: list[Violation] = []
         for row in rows:
             event = to_projected(row)
             verdict, left = judging.step(event)
             found.extend(verdict)
             facts.extend(left)
-        await _copy(conn, tenant_id, generation, facts, found)
+        if len(facts) >= FLUSH_ROWS:
+            await _copy(conn, tenant_id, generation, facts, found)
+            facts, found = [], []
         folded += len(rows)
         after = (rows[-1]["occurred_at"], rows[-1]["position"])
         if progress is not None:
             progress(len(rows))
+    await _copy(conn, tenant_id, generation, facts, found)
     return folded
 
 
 async def _copy(
     conn: Connection, tenant_id: int, generation: int, facts: list[Fact], found: list[Violation]
 ) -> None:
+    """A refold's facts, sorted by pair as their index is (a refold judges in valid
+    time, which scatters them over it: see FLUSH_ROWS), and its violations."""
+    facts.sort(key=_pair_of)
     head = (tenant_id, generation)
     await _insert_facts(conn, tenant_id, generation, facts)
     if found:
@@ -510,6 +517,10 @@ async def _copy(
 
 
 _DAWN: Final = datetime.min.replace(tzinfo=UTC)
+
+
+def _pair_of(fact: Fact) -> tuple[str, str]:
+    return fact.pair
 
 VIOLATIONS: Final = Projection(
     name=NAME,
