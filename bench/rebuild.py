@@ -133,13 +133,15 @@ async def fold_only(url: str, tenant_id: int, batch: int = 5000) -> tuple[int, f
 
 
 async def rebuild_once(url: str, tenant_id: int, projection: str = "network") -> tuple[int, float]:
-    conn = await connect(url)
+    """As ``ledger projections rebuild`` runs it: writes on one connection, reads on another."""
+    conn, reader = await connect(url), await connect(url)
     try:
         started = time.perf_counter()
-        folded = await rebuild(conn, tenant_id, projection=PROJECTIONS[projection])
+        folded = await rebuild(conn, tenant_id, projection=PROJECTIONS[projection], reader=reader)
         return folded, time.perf_counter() - started
     finally:
         await conn.close()
+        await reader.close()
 
 
 async def read_latencies(connect: http.Connect, people: int, reads: int) -> dict[str, float]:

@@ -216,6 +216,73 @@ async def test_a_refold_writes_timelines_in_sorted_flushes_and_keeps_every_row(
     assert written == sum(1 for row in expected if len(row) == 3), "each person row once"
 
 
+async def test_with_a_reader_a_refold_reads_on_while_a_flush_is_written(
+    pool: Pool, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log is read again while a flush is being written (each takes a while
+    here); without a reader, never. Both rebuilds equal the live generation."""
+    monkeypatch.setattr(projector, "FLUSH_ROWS", 10)
+    seen: list[str] = []
+    events_after = projector.events_after
+    copy_rows = projector._copy_rows
+
+    async def reading(conn: Any, *args: Any) -> Any:
+        seen.append("read")
+        return await events_after(conn, *args)
+
+    async def writing(conn: Any, head: tuple[int, int], rows: Any) -> None:
+        seen.append("write")
+        await asyncio.sleep(0.05)
+        await copy_rows(conn, head, rows)
+        seen.append("written")
+
+    def reads_while_writing() -> int:
+        writing_now, count = False, 0
+        for step in seen:
+            writing_now = step == "write" or (writing_now and step != "written")
+            count += writing_now and step == "read"
+        return count
+
+    async with pool.acquire() as conn, pool.acquire() as reader:
+        result, _ = await append(conn, tenant.id, new_events(*_fixed_history()))
+        await settle(conn, tenant.id, Cursor.decode(result.cursor))
+        live = await state_of(conn, tenant.id)
+        expected = await dump(conn, tenant.id, live.generation)
+        monkeypatch.setattr(projector, "events_after", reading)
+        monkeypatch.setattr(projector, "_copy_rows", writing)
+
+        await rebuild(conn, tenant.id, batch_size=1)
+        assert seen.count("write") >= 3
+        assert reads_while_writing() == 0
+        assert await dump(conn, tenant.id, live.generation + 1) == expected
+
+        seen.clear()
+        await rebuild(conn, tenant.id, batch_size=1, reader=reader)
+        assert reads_while_writing() >= 2, "the log was read on while flushes were written"
+        fresh = await state_of(conn, tenant.id)
+        assert fresh.generation == live.generation + 2
+        assert await dump(conn, tenant.id, fresh.generation) == expected
+
+
+async def test_a_flush_that_fails_while_the_refold_reads_on_fails_the_rebuild(
+    pool: Pool, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(projector, "FLUSH_ROWS", 10)
+
+    async def failing(conn: Any, head: tuple[int, int], rows: Any) -> None:
+        raise RuntimeError("the disk is full")
+
+    async with pool.acquire() as conn, pool.acquire() as reader:
+        result, _ = await append(conn, tenant.id, new_events(*_fixed_history()))
+        await settle(conn, tenant.id, Cursor.decode(result.cursor))
+        live = await state_of(conn, tenant.id)
+        monkeypatch.setattr(projector, "_copy_rows", failing)
+        with pytest.raises(RuntimeError, match="the disk is full"):
+            await rebuild(conn, tenant.id, batch_size=1, reader=reader)
+        assert await state_of(conn, tenant.id) == live, "nothing was swapped in"
+        assert await conn.fetchval("SELECT 1") == 1, "the writing connection is free"
+
+
 async def test_a_rebuild_writes_and_drops_generations_in_chunks_and_keeps_every_row(
     pool: Pool, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:

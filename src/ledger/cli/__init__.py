@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -212,15 +213,22 @@ def _url(settings: Settings) -> str:
 
 
 def _with_connection(settings: Settings, work: Callable[[Connection], Awaitable[T]]) -> T:
+    return _with_connections(settings, 1, work)
+
+
+def _with_connections(settings: Settings, count: int, work: Callable[..., Awaitable[T]]) -> T:
+    """``work(*connections)`` on ``count`` connections to the migrated database."""
     url = _url(settings)
     upgrade(url)
 
     async def run() -> T:
-        conn = await connect(url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
+        async with contextlib.AsyncExitStack() as opened:
+            conns = []
+            for _ in range(count):
+                conn = await connect(url)
+                opened.push_async_callback(conn.close)
+                conns.append(conn)
+            return await work(*conns)
 
     return asyncio.run(run())
 
@@ -393,7 +401,8 @@ def _projections_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(conn: Connection) -> list[tuple[str, int, float]]:
+    # A second connection reads the log while the first writes (see projector.Refold).
+    async def work(conn: Connection, reader: Connection) -> list[tuple[str, int, float]]:
         tenants = await conn.fetch(
             "SELECT tenant_id, name FROM tenants WHERE $1::text IS NULL OR name = $1 ORDER BY name",
             args.tenant,
@@ -404,12 +413,16 @@ def _projections_rebuild(args: argparse.Namespace, settings: Settings) -> int:
         for tenant in tenants:
             bar = Progress(f"{tenant['name']}")
             folded = await projector.rebuild(
-                conn, tenant["tenant_id"], progress=bar, projection=PROJECTIONS[args.name]
+                conn,
+                tenant["tenant_id"],
+                progress=bar,
+                projection=PROJECTIONS[args.name],
+                reader=reader,
             )
             done.append((tenant["name"], folded, bar.finish()))
         return done
 
-    for name, folded, seconds in _with_connection(settings, work):
+    for name, folded, seconds in _with_connections(settings, 2, work):
         rate = folded / seconds if seconds > 0 else 0.0
         print(
             f"rebuilt {args.name} for {name}: {folded:,} events in {seconds:.1f} s "

@@ -37,6 +37,7 @@ from ledger.events.vocabulary import PolicyChanged
 from ledger.projections.core import OPENING_TYPES, Parties, ProjectedEvent
 from ledger.projections.projector import (
     FLUSH_ROWS,
+    Flushes,
     Projection,
     collector_paused,
     policies_until,
@@ -466,32 +467,36 @@ async def refold(
     *,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 5000,
+    reader: Connection | None = None,
 ) -> int:
-    """Re-derive a generation from the log up to ``until`` (see the module docstring)."""
+    """Re-derive a generation from the log up to ``until`` (see the module docstring;
+    ``reader`` as in :class:`ledger.projections.projector.Refold`)."""
     await VIOLATIONS.drop(conn, tenant_id, generation)
-    policies = await policies_until(conn, tenant_id, until)
-    parties = await _parties_until(conn, tenant_id, until, batch_size)
+    log = conn if reader is None else reader
+    policies = await policies_until(log, tenant_id, until)
+    parties = await _parties_until(log, tenant_id, until, batch_size)
     judging = Judging(policies, parties)
     folded = 0
     after: tuple[Any, int] = (_DAWN, 0)
     facts: list[Fact] = []
     found: list[Violation] = []
-    while rows := await conn.fetch(
-        _EVENTS_BY_VALID_TIME, tenant_id, *after, str(until.tx_id), until.position, batch_size
-    ):
-        for row in rows:
-            event = to_projected(row)
-            verdict, left = judging.step(event)
-            found.extend(verdict)
-            facts.extend(left)
-        if len(facts) >= FLUSH_ROWS:
-            await _copy(conn, tenant_id, generation, facts, found)
-            facts, found = [], []
-        folded += len(rows)
-        after = (rows[-1]["occurred_at"], rows[-1]["position"])
-        if progress is not None:
-            progress(len(rows))
-    await _copy(conn, tenant_id, generation, facts, found)
+    async with Flushes(overlap=reader is not None) as flushes:
+        while rows := await log.fetch(
+            _EVENTS_BY_VALID_TIME, tenant_id, *after, str(until.tx_id), until.position, batch_size
+        ):
+            for row in rows:
+                event = to_projected(row)
+                verdict, left = judging.step(event)
+                found.extend(verdict)
+                facts.extend(left)
+            if len(facts) >= FLUSH_ROWS:
+                await flushes.write(_copy(conn, tenant_id, generation, facts, found))
+                facts, found = [], []
+            folded += len(rows)
+            after = (rows[-1]["occurred_at"], rows[-1]["position"])
+            if progress is not None:
+                progress(len(rows))
+        await flushes.write(_copy(conn, tenant_id, generation, facts, found))
     return folded
 
 
@@ -521,6 +526,7 @@ _DAWN: Final = datetime.min.replace(tzinfo=UTC)
 
 def _pair_of(fact: Fact) -> tuple[str, str]:
     return fact.pair
+
 
 VIOLATIONS: Final = Projection(
     name=NAME,
