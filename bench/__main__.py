@@ -256,6 +256,12 @@ async def measure(
     }
     rows = [(f"store append, 1 event/call, c{CONCURRENCY}", store, "raw INSERT", raw)]
 
+    def record(name: str, subject: Run, base_name: str, base: Run, ratio_of: str = "") -> None:
+        """Both runs' figures, and the ratio as ``{ratio_of or name}_ratio``."""
+        results.update(figures(name, subject))
+        results.update(figures(base_name, base))
+        results[f"{ratio_of or name}_ratio"] = ratio(subject, base)
+
     async with Serving(url, key) as server:
         server_watch = Watch(database, server.pid)
 
@@ -301,9 +307,7 @@ async def measure(
                 partial(http_round, clients),
                 settle,
             )
-            results.update(figures(f"append_http_c{clients}", http))
-            results.update(figures(f"append_raw_c{clients}", base))
-            results[f"append_http_c{clients}_ratio"] = ratio(http, base)
+            record(f"append_http_c{clients}", http, f"append_raw_c{clients}", base)
             rows.append((f"HTTP append, 1 event/request, c{clients}", http, "raw INSERT", base))
         for size in BATCH_SIZES:
             batch, copy = await paired(
@@ -313,9 +317,7 @@ async def measure(
                 partial(batch_round, size),
                 settle,
             )
-            results.update(figures(f"batch_http_{size}", batch))
-            results.update(figures(f"batch_copy_{size}", copy))
-            results[f"batch_{size}_ratio"] = ratio(batch, copy)
+            record(f"batch_http_{size}", batch, f"batch_copy_{size}", copy, f"batch_{size}")
             rows.append((f"HTTP append, {size} events/request", batch, f"COPY {size} rows", copy))
         results["server_rss_mb_peak"] = server.peak_rss_mb()
         results["projector_rss_mb_peak"] = server.projector_rss_mb()
@@ -335,9 +337,7 @@ async def measure(
             partial(raw_round, clients),
             floor_round,
         )
-    results.update(figures(f"append_floor_c{clients}", empty))
-    results.update(figures(f"append_floor_raw_c{clients}", base))
-    results[f"append_floor_c{clients}_ratio"] = ratio(empty, base)
+    record(f"append_floor_c{clients}", empty, f"append_floor_raw_c{clients}", base)
     rows.append((f"HTTP floor: empty route, c{clients}", empty, "raw INSERT", base))
     # The names issue 5 reads: the figures at 64 clients and batches of 1,000.
     results["batch_copy_eps"] = results[f"batch_copy_{BATCH_SIZES[-1]}_eps"]
