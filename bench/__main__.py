@@ -558,7 +558,8 @@ def print_table(rows: list[tuple[str, Run, str, Run]]) -> None:
             shares = [f"{run.cores(part):.2f}" if counted(run, part) else "-" for part in CPU_PARTS]
             print(f"{name:<36}" + "".join(f" {share:>8}" for share in shares))
     print(
-        "bench = this process; server = `ledger serve`; projector = its projector process; "
+        "bench = this process; server = `ledger serve` (on the floor's row, the floor's "
+        "process); projector = its projector process; "
         "postgres = the backends of the bench database;\nrest = everything else on the machine "
         f"(PostgreSQL's WAL writer, the kernel, any neighbour); machine = all {os.cpu_count()} "
         f"cores; '-' where not measured or the timed total is under {MIN_CPU_WINDOW_S:.0f} s"

@@ -10,6 +10,7 @@ they are added as ``propertyNames``, so the document refuses what the decoder do
 
 from __future__ import annotations
 
+import inspect as pydoc_inspect
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -42,6 +43,7 @@ def build_document(app: Litestar) -> dict[str, Any]:
             ref_template=_REF,
         )
     )
+    _clean_descriptions(components)
     # Extension attributes and `data` ride beside the context attributes.
     ce_schema = components["CloudEvent"]
     ce_schema.pop("additionalProperties", None)
@@ -150,6 +152,21 @@ def _opt_of(app: Litestar, path: str, method: str) -> dict[str, Any]:
                 opt: dict[str, Any] = handler.opt
                 return opt
     return {}
+
+
+def _clean_descriptions(node: Any) -> None:
+    """Docstrings as ``inspect.cleandoc`` leaves them: msgspec 0.23 dedents them
+    and earlier versions did not, and the committed document must not depend on
+    which one is installed."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            if name == "description" and isinstance(value, str):
+                node[name] = pydoc_inspect.cleandoc(value)
+            else:
+                _clean_descriptions(value)
+    elif isinstance(node, list):
+        for item in node:
+            _clean_descriptions(item)
 
 
 def render(app: Litestar) -> bytes:
