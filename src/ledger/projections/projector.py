@@ -404,29 +404,24 @@ async def write(
     generation: int,
     fold: Fold,
     pairs: dict[tuple[str, str], Pair],
-    *,
-    empty: bool = False,
 ) -> None:
-    """Store pairs (replacing), new parties and timeline rows of a fold.
+    """Store pairs (replacing), new parties and timeline rows of a live batch.
 
-    Rows go in with COPY, which is cheaper than INSERT for bulk rows, wherever
-    nothing stored can collide with them: everything when ``empty`` (the
-    generation had none of these rows: a refold), and timeline rows always (a
-    row is keyed by its event's position, and a generation takes each event
-    once, under its checkpoint). An INSERT ... ON CONFLICT DO NOTHING of the
-    timelines cost half as much again as a plain INSERT, and COPY less than that.
+    Timeline rows go in with COPY, as a refold writes everything (its generation
+    had none of these rows): a row is keyed by its event's position, and a
+    generation takes each event once, under its checkpoint, so nothing stored
+    can collide with them. An INSERT ... ON CONFLICT DO NOTHING of the timelines
+    cost half as much again as a plain INSERT, and COPY less than that.
     """
     rows = _take_rows(fold, pairs)
     head = (tenant_id, generation)
-    if not empty:
-        if rows.pairs:
-            await conn.execute(_UPSERT_PAIRS, *head, *_columns(rows.pairs))
-        if rows.parties:
-            # unnest cannot take ragged text[][]: parties travel joined by a unit separator.
-            joined = [(stream, "\x1f".join(who)) for stream, who in rows.parties]
-            await conn.execute(_INSERT_PARTIES, *head, *_columns(joined))
-        rows = _Rows([], [], rows.person_timeline, rows.pair_timeline)
-    await _copy_rows(conn, head, rows)
+    if rows.pairs:
+        await conn.execute(_UPSERT_PAIRS, *head, *_columns(rows.pairs))
+    if rows.parties:
+        # unnest cannot take ragged text[][]: parties travel joined by a unit separator.
+        joined = [(stream, "\x1f".join(who)) for stream, who in rows.parties]
+        await conn.execute(_INSERT_PARTIES, *head, *_columns(joined))
+    await _copy_rows(conn, head, _Rows([], [], rows.person_timeline, rows.pair_timeline))
 
 
 async def _copy_rows(conn: Connection, head: tuple[int, int], rows: _Rows) -> None:
